@@ -1,0 +1,59 @@
+"""Configuration, loaded once into a typed settings object (environment, then CLI flags)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    redis_url: str | None = Field(None, description="Shared Redis; None: serve starts a private redis-server")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = Field(None, description="Base URL in join links; default http://host:port")
+    state_dir: Path = Path(".state")
+    operator_tokens: frozenset[str] = frozenset()
+    hotline_phone: str = "+33 4 42 90 16 00"
+    # Outage window: restore deadline plus this many business days (contract clause 4-1 plus slack).
+    window_extra_business_days: int = 1
+    # Capacity per outage (contract clause 3-5).
+    audio_ports: int = 8
+    video_ports: int = 10
+    max_video_height: int = 480
+    # Leases: admitted but not connected -> port back within admission_lease_s; media renews live ones.
+    admission_lease_s: float = 30.0
+    media_lease_s: float = 8.0
+    sweep_interval_s: float = 2.0
+    max_body_bytes: int = 64 * 1024
+    media: bool = True
+    media_capacity_ports: int = 36
+    retry_after_s: int = 30
+    # Test-only: break the cap on purpose so that the load test's watcher can be shown to catch it.
+    unsafe_cap_overshoot: int = 0
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        env = os.environ
+        values: dict[str, object] = {}
+        if env.get("BACKUPPLUS_REDIS_URL"):
+            values["redis_url"] = env["BACKUPPLUS_REDIS_URL"]
+        if env.get("BACKUPPLUS_OPERATOR_TOKENS"):
+            values["operator_tokens"] = frozenset(
+                t.strip() for t in env["BACKUPPLUS_OPERATOR_TOKENS"].split(",") if t.strip()
+            )
+        if env.get("BACKUPPLUS_PUBLIC_URL"):
+            values["public_url"] = env["BACKUPPLUS_PUBLIC_URL"]
+        if env.get("BACKUPPLUS_STATE_DIR"):
+            values["state_dir"] = Path(env["BACKUPPLUS_STATE_DIR"])
+        if env.get("BACKUPPLUS_HOTLINE_PHONE"):
+            values["hotline_phone"] = env["BACKUPPLUS_HOTLINE_PHONE"]
+        if env.get("BACKUPPLUS_UNSAFE_CAP_OVERSHOOT"):
+            values["unsafe_cap_overshoot"] = int(env["BACKUPPLUS_UNSAFE_CAP_OVERSHOOT"])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
