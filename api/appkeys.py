@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from broker.settings import Settings
+from broker.telemetry import Telemetry
 
 if TYPE_CHECKING:
     from broker.service import Broker
@@ -19,3 +20,4 @@ BROKER: web.AppKey["Broker"] = web.AppKey("broker")
 MEDIA_ROUTER: web.AppKey[Any] = web.AppKey("media_router")
 # HMAC secret shared by every broker process (kept in Redis, created once).
 SECRET = web.AppKey("secret", bytes)
+TELEMETRY = web.AppKey("telemetry", Telemetry)

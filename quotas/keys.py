@@ -116,3 +116,6 @@ def idempotency(key: str) -> str:
 def media_node(node_id: str) -> str:
     """Hash: a media node's address, capacity, load, state."""
     return f"{PREFIX}:node:{node_id}"
+
+# Hash state -> how many outages ended in that state (restored, expired); active ones are ACTIVE_OUTAGES.
+OUTAGE_END_COUNTS = f"{PREFIX}:outages:ended"

@@ -1,0 +1,84 @@
+"""The aiohttp application factory: API, pages, metrics and (optionally) an in-process media node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from broker.secret import shared_secret
+from broker.service import Broker
+from broker.settings import Settings
+from broker.telemetry import Telemetry
+
+from . import ops, v1
+from .appkeys import BROKER, REDIS, SECRET, SETTINGS, TELEMETRY
+from .middleware import problem_middleware
+
+log = logging.getLogger("backupplus.app")
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.redis_url, "create_app needs settings.redis_url (serve starts a private Redis first)"
+    client = aioredis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        health_check_interval=10,
+        max_connections=256,
+    )
+    app[REDIS] = client
+    app[SECRET] = await shared_secret(client)
+    app[BROKER] = Broker(client, settings)
+    app[TELEMETRY] = Telemetry(client)
+    yield
+    await client.aclose()
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Lease sweeper and outage expiry: run in every broker process; both are safe concurrently."""
+    broker = app[BROKER]
+    interval = app[SETTINGS].sweep_interval_s
+
+    async def loop() -> None:
+        while True:
+            try:
+                await broker.sweep_leases()
+                await broker.expire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis down: try again next tick
+                log.warning("background sweep failed: %s", exc)
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(loop(), name="backupplus-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings, *, media_plane: bool = True, pages: bool = True) -> web.Application:
+    """``media_plane`` False: no media router at all (offers answer 503); else a router, plus an
+    in-process media node when ``settings.media``."""
+    app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_background_ctx)
+    app.add_routes(v1.routes)
+    app.add_routes(ops.routes)
+    if pages:
+        from .pages import setup_pages
+
+        setup_pages(app)
+    if media_plane:
+        from media.embed import attach_media
+
+        attach_media(app, in_process_node=settings.media)
+    return app

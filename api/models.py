@@ -1,0 +1,160 @@
+"""Pydantic models at the API edge: request bodies (validated) and responses (documented in OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Priority = Literal["urgent", "medium", "low"]
+Kind = Literal["audio", "video"]
+OutageState = Literal["active", "restored", "expired"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TicketIn(_In):
+    priority: Priority = "urgent"
+    site: str = Field("", max_length=200)
+    contact: str = Field("", max_length=200)
+    description: str = Field("", max_length=4000)
+
+
+class OutageDeclare(_In):
+    contract: str = Field(min_length=1, max_length=64)
+    serial: str = Field(min_length=1, max_length=64)
+    ticket: TicketIn
+    reported_at: AwareDatetime | None = Field(None, description="When the hotline got the call (default now)")
+
+
+class OutageExtend(_In):
+    window_ends_at: AwareDatetime
+
+
+class Reserve(_In):
+    audio: int = Field(0, ge=0, le=1000)
+    video: int = Field(0, ge=0, le=1000)
+
+
+class ConferenceCreate(_In):
+    title: str = Field(min_length=1, max_length=200)
+    priority: int = Field(1, ge=1, le=100, description="1 = most important")
+    reserve: Reserve = Field(default_factory=Reserve)
+
+
+class ParticipantCreate(_In):
+    display_name: str = Field(min_length=1, max_length=80)
+    kind: Kind
+    downgrade: bool = True
+
+
+class SessionDescription(_In):
+    type: Literal["offer"]
+    sdp: str = Field(min_length=10, max_length=60_000)
+
+
+# --- responses -----------------------------------------------------------------------------------
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Ticket(_Out):
+    number: str
+    priority: Priority
+    site: str = ""
+    contact: str = ""
+    description: str = ""
+
+
+class Capacity(_Out):
+    audio: int
+    video: int
+    max_video_height: int
+
+
+class Usage(_Out):
+    audio: int
+    video: int
+
+
+class Outage(_Out):
+    id: str
+    contract: str
+    serial: str
+    state: OutageState
+    ticket: Ticket
+    reported_at: datetime
+    taken_at: datetime
+    ack_deadline: datetime
+    restore_deadline: datetime
+    window_ends_at: datetime
+    capacity: Capacity
+    in_use: Usage
+    conferences: list[str]
+    declared_at: datetime
+    ended_at: datetime | None = None
+
+
+class SlaAnswer(_Out):
+    reported_at: datetime
+    taken_at: datetime
+    ack_deadline: datetime
+    restore_deadline: datetime
+    priority: Priority
+
+
+class ParticipantSummary(_Out):
+    id: str
+    display_name: str
+    kind: Kind
+    requested_kind: Kind
+    state: str
+
+
+class Conference(_Out):
+    id: str
+    outage: str
+    title: str
+    priority: int
+    reserve: Usage
+    join_token: str | None = None
+    join_url: str | None = None
+    outage_state: OutageState | None = None
+    window_ends_at: datetime | None = None
+    participants: list[ParticipantSummary] | None = None
+
+
+class Participant(_Out):
+    id: str
+    conference: str
+    outage: str
+    display_name: str
+    kind: Kind
+    requested_kind: Kind
+    downgraded: bool
+    state: str
+    lease_expires_at: datetime
+
+
+class SessionAnswer(_Out):
+    type: Literal["answer"]
+    sdp: str
+
+
+class ProblemDetails(_Out):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+def field_errors(exc: Any) -> list[dict[str, Any]]:
+    """A pydantic ValidationError as a stable, JSON-safe list of {loc, msg, type}."""
+    return [
+        {"loc": [str(p) for p in err["loc"]], "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]

@@ -1,0 +1,66 @@
+"""Domain errors. Each carries the stable API ``code`` it is reported under (see api/problems.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BrokerError(Exception):
+    code = "internal_error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+        self.extra = extra
+
+
+class ContractNotFound(BrokerError):
+    code = "contract_not_found"
+
+
+class NotEligible(BrokerError):
+    code = "not_eligible"
+
+
+class OutageNotFound(BrokerError):
+    code = "outage_not_found"
+
+
+class OutageAlreadyActive(BrokerError):
+    code = "outage_already_active"
+
+
+class OutageNotActive(BrokerError):
+    code = "outage_not_active"
+
+
+class OutageEnded(BrokerError):
+    code = "outage_ended"
+
+
+class InvalidWindow(BrokerError):
+    code = "invalid_window"
+
+
+class IdempotencyKeyReused(BrokerError):
+    code = "idempotency_key_reused"
+
+
+class ConferenceNotFound(BrokerError):
+    code = "conference_not_found"
+
+
+class ReserveExceedsCapacity(BrokerError):
+    code = "reserve_exceeds_capacity"
+
+
+class CapacityExhausted(BrokerError):
+    code = "capacity_exhausted"
+
+
+class ParticipantNotFound(BrokerError):
+    code = "participant_not_found"
+
+
+class ParticipantGone(BrokerError):
+    code = "participant_gone"
