@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
-BROKER: web.AppKey["Broker"] = web.AppKey("broker")
+BROKER: web.AppKey[Broker] = web.AppKey("broker")
 # The media router (media.routing.MediaRouter): hands a participant's offer to its media node.
 MEDIA_ROUTER: web.AppKey[Any] = web.AppKey("media_router")
 # HMAC secret shared by every broker process (kept in Redis, created once).

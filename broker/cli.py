@@ -89,7 +89,7 @@ async def _serve(settings: Settings, demo: bool) -> int:
             settings = settings.model_copy(update={"operator_tokens": frozenset({token})})
             print(f"operator token (this run only; set BACKUPPLUS_OPERATOR_TOKENS to choose): {token}")
         elif demo:
-            print(f"operator token: {sorted(settings.operator_tokens)[0]}")
+            print(f"operator token: {min(settings.operator_tokens)}")
         app = create_app(settings)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 
 class RedisServerError(RuntimeError):
@@ -42,7 +43,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "RedisServer":
+    def start(self, timeout: float = 10.0) -> Self:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerError(
@@ -98,7 +99,7 @@ class RedisServer:
             self.process.wait(5)
             self.process = None
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

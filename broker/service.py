@@ -123,7 +123,7 @@ class Broker:
             active = await self.redis.get(marker)
             if active is None or await self._state(str(active)) in (None, "active"):
                 raise errors.OutageAlreadyActive(
-                    f"Contract {contract.number} already has the active outage {active}", outage_id=str(active)
+                    f"Contract {contract.number} already has the active outage {active!s}", outage_id=str(active)
                 )
             # A stale marker (that outage has ended): take it over atomically.
             await self.redis.eval(_DEL_IF_EQUAL, 1, marker, str(active))
@@ -228,7 +228,7 @@ class Broker:
         found = await self._raw_outage(outage_id)
         if found is None:
             raise errors.OutageNotFound(f"No outage {outage_id!r}")
-        doc, state = found
+        state = found[1]
         if state != "active":
             raise errors.OutageNotActive(f"Outage {outage_id} is {state}")
         if window_ends_at <= self.clock():

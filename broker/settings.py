@@ -34,7 +34,7 @@ class Settings(BaseModel):
     unsafe_cap_overshoot: int = 0
 
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
+    def from_env(cls, **overrides: object) -> Settings:
         env = os.environ
         values: dict[str, object] = {}
         if env.get("BACKUPPLUS_REDIS_URL"):

@@ -19,7 +19,11 @@ class Telemetry:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.admissions = AdmissionMetrics(self.registry)
-        self._scraped = [PortsCollector(redis), OutagesCollector(redis), MediaNodesCollector(redis)]
+        self._scraped: list[PortsCollector | OutagesCollector | MediaNodesCollector] = [
+            PortsCollector(redis),
+            OutagesCollector(redis),
+            MediaNodesCollector(redis),
+        ]
         for collector in self._scraped:
             self.registry.register(collector)
 

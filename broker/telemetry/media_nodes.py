@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import cast
 
 import redis.asyncio as aioredis
 from prometheus_client.core import GaugeMetricFamily
@@ -18,7 +19,8 @@ DEAD_AFTER_MS = 5000
 async def count_media_nodes(redis: aioredis.Redis) -> dict[str, int]:
     counts = {s: 0 for s in STATES}
     now_ms = time.time() * 1000
-    for node_id, beat in await redis.zrange(keys.MEDIA_NODES, 0, -1, withscores=True):
+    nodes = cast(list[tuple[str, float]], await redis.zrange(keys.MEDIA_NODES, 0, -1, withscores=True))
+    for node_id, beat in nodes:
         if now_ms - float(beat) > DEAD_AFTER_MS:
             counts["dead"] += 1
             continue

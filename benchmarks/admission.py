@@ -1,0 +1,262 @@
+"""Admission benchmark: throughput and latency of the broker's admission path, beside baselines.
+
+Run: `.venv/bin/python benchmarks/admission.py` (or `make bench`). It starts its own redis-server
+and broker processes (no media plane) on loopback and prints, for 1 and 2 broker processes:
+
+(a) saturation: admit+leave cycles per second with 32 concurrent clients, beside a bare aiohttp
+    server (same two requests, no work) measured the same way in the same run;
+(b) latency: admission p50/p99 at a fixed offered rate (open loop: each request is timed from the
+    moment it was due, so a stalled server cannot hide its queue) of 500 and 1,000 admissions/s,
+    beside one Redis round trip (PING) measured in the same run;
+(c) Redis commands per admission, from INFO commandstats (the target is one script call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from datetime import date, timedelta
+from pathlib import Path
+
+import aiohttp
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from broker.redisproc import RedisServer, free_port
+
+TOKEN = "bench-operator"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+BARE_SERVER = r"""
+import sys
+from aiohttp import web
+async def admit(request):
+    await request.read()
+    return web.json_response({"id": "o-000000000000.p00000000", "kind": "audio"}, status=201)
+async def leave(request):
+    return web.Response(status=204)
+async def ready(request):
+    return web.json_response({"status": "ready"})
+app = web.Application()
+app.add_routes([web.post("/v1/conferences/{id}/participants", admit), web.delete("/v1/participants/{id}", leave),
+                web.get("/healthz", ready)])
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+def start_broker(redis_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--redis-url", redis_url, "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+async def healthy(base: str) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            try:
+                async with s.get(base + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{base} did not come up")
+
+
+async def seed(base: str, outages: int) -> list[tuple[str, str]]:
+    """Contracts, outages and one conference each; returns (conference id, join token)."""
+    today = date.today()
+    conferences = []
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        for i in range(outages):
+            number = f"BENCH-{i}"
+            contract = {
+                "number": number, "client": {"company": f"Bench {i}"}, "status": "active", "term_years": 3,
+                "start_date": (today - timedelta(days=30)).isoformat(),
+                "equipment": [{"serial": f"S{i}", "brand": "Poly", "model": "RMX", "kind": "video_bridge",
+                               "warranty_until": (today + timedelta(days=365)).isoformat()}],
+            }
+            async with s.put(f"{base}/v1/contracts/{number}", json=contract) as r:
+                assert r.status in (200, 201), await r.text()
+            async with s.post(f"{base}/v1/outages", json={"contract": number, "serial": f"S{i}",
+                                                          "ticket": {"priority": "urgent"}}) as r:
+                assert r.status == 201, await r.text()
+                outage = await r.json()
+            async with s.post(f"{base}/v1/outages/{outage['id']}/conferences", json={"title": "bench"}) as r:
+                conf = await r.json()
+            conferences.append((conf["id"], conf["join_token"]))
+    return conferences
+
+
+async def saturation(bases: list[str], conferences: list[tuple[str, str]], seconds: float, clients: int = 32) -> float:
+    """Admit+leave cycles per second, `clients` concurrent loops, spread over the servers."""
+    done = 0
+    stop_at = time.monotonic() + seconds
+    connector = aiohttp.TCPConnector(limit=clients * 2)
+    async with aiohttp.ClientSession(connector=connector) as s:
+
+        async def loop(i: int) -> None:
+            nonlocal done
+            base = bases[i % len(bases)]
+            cid, token = conferences[i % len(conferences)]
+            h = {"Authorization": f"Bearer {token}"}
+            body = {"display_name": f"c{i}", "kind": "audio" if i % 2 else "video"}
+            while time.monotonic() < stop_at:
+                async with s.post(f"{base}/v1/conferences/{cid}/participants", json=body, headers=h) as r:
+                    payload = await r.json()
+                    if r.status != 201:
+                        raise RuntimeError(f"admission failed: {r.status} {payload}")
+                async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=h) as r:
+                    await r.read()
+                done += 1
+
+        await asyncio.gather(*(loop(i) for i in range(clients)))
+    return done / seconds
+
+
+async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: float, seconds: float) -> dict[str, float]:
+    """Admissions at a fixed offered rate; latency from the moment each was due."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector) as s:
+
+        async def one(n: int, due: float) -> None:
+            nonlocal errors
+            base = bases[n % len(bases)]
+            cid, token = conferences[n % len(conferences)]
+            h = {"Authorization": f"Bearer {token}"}
+            try:
+                async with s.post(f"{base}/v1/conferences/{cid}/participants",
+                                  json={"display_name": "o", "kind": "audio"}, headers=h) as r:
+                    payload = await r.json()
+                    latencies.append(time.perf_counter() - due)
+                    if r.status != 201:
+                        errors += 1
+                        return
+                async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=h) as r:
+                    await r.read()
+            except aiohttp.ClientError:
+                errors += 1
+
+        tasks = []
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        for n in range(total):
+            due = start + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(n, due)))
+        await asyncio.gather(*tasks)
+    ms = [x * 1000 for x in latencies]
+    return {"p50": pct(ms, 50), "p99": pct(ms, 99), "n": len(ms), "errors": errors}
+
+
+async def redis_round_trip(url: str, n: int = 3000) -> dict[str, float]:
+    client = aioredis.Redis.from_url(url)
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await client.ping()
+        samples.append((time.perf_counter() - t) * 1000)
+    await client.aclose()
+    return {"p50": pct(samples, 50), "p99": pct(samples, 99)}
+
+
+async def commands_per_admission(url: str, base: str, conference: tuple[str, str], n: int = 200) -> dict[str, float]:
+    """Redis commands the broker sends for one admission: counted around each admission, one at a
+    time; the median discards the background sweeper's occasional commands."""
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+
+    async def calls() -> int:
+        stats = await client.info("commandstats")
+        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+    cid, token = conference
+    deltas = []
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
+        for _ in range(n):
+            before = await calls()
+            async with s.post(f"{base}/v1/conferences/{cid}/participants", json={"display_name": "c", "kind": "audio"}) as r:
+                pid = (await r.json())["id"]
+            deltas.append(await calls() - before)
+            async with s.delete(f"{base}/v1/participants/{pid}") as r:
+                await r.read()
+    await client.aclose()
+    return {"per_admission": statistics.median(deltas), "max": max(deltas)}
+
+
+async def run(args: argparse.Namespace) -> dict:
+    results: dict = {"machine": {"cores": os.cpu_count()}, "runs": {}}
+    with ExitStack() as stack:
+        redis_server = RedisServer().start()
+        stack.callback(redis_server.stop)
+        bare_port = free_port()
+        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)])  # noqa: ASYNC220
+        stack.callback(bare.terminate)
+        bare_base = f"http://127.0.0.1:{bare_port}"
+        ports = [free_port(), free_port()]
+        procs = [start_broker(redis_server.url, p) for p in ports]
+        for p in procs:
+            stack.callback(p.terminate)
+        bases = [f"http://127.0.0.1:{p}" for p in ports]
+        for b in bases:
+            await healthy(b)
+        await healthy(bare_base)
+        conferences = await seed(bases[0], args.outages)
+        rtt = await redis_round_trip(redis_server.url)
+        results["redis_round_trip_ms"] = rtt
+        results["redis_commands_per_admission"] = (await commands_per_admission(redis_server.url, bases[0], conferences[0]))["per_admission"]
+        print(f"Redis round trip (PING, redis-py asyncio): p50 {rtt['p50']:.3f} ms  p99 {rtt['p99']:.3f} ms", flush=True)
+        print(f"Redis commands per admission: {results['redis_commands_per_admission']:.2f}", flush=True)
+        bare_rate = await saturation([bare_base], conferences, args.seconds)
+        print(f"(a) bare aiohttp server: {bare_rate:,.0f} admit+leave cycles/s (32 clients)", flush=True)
+        results["bare_cycles_per_s"] = bare_rate
+        for n in (1, 2):
+            use = bases[:n]
+            rate = await saturation(use, conferences, args.seconds)
+            row: dict = {"cycles_per_s": rate, "ratio_to_bare": rate / bare_rate}
+            print(f"(a) {n} broker process(es): {rate:,.0f} cycles/s = {rate / bare_rate:.2f}x the bare server", flush=True)
+            for offered in (500, 1000):
+                lat = await open_loop(use, conferences, offered, args.seconds)
+                row[f"open_loop_{offered}"] = lat
+                print(f"(b) {n} broker(s) at {offered}/s offered: admission p50 {lat['p50']:.2f} ms  "
+                      f"p99 {lat['p99']:.2f} ms  ({lat['n']} admissions, {lat['errors']} errors)", flush=True)
+            results["runs"][str(n)] = row
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    parser.add_argument("--outages", type=int, default=20, help="outages to spread the load over")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args()
+    results = asyncio.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

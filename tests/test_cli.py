@@ -1,0 +1,124 @@
+"""The CLI as a user runs it: `serve --demo` with its own private Redis, then the hotline commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from broker.redisproc import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(*args: str, api: str, token: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args, "--api", api, "--token", token],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[dict[str, str]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker.cli", "serve", "--demo", "--port", str(port), "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    info: dict[str, str] = {"api": f"http://127.0.0.1:{port}"}
+    lines = []
+    deadline = time.monotonic() + 60
+    assert proc.stdout is not None
+    while time.monotonic() < deadline and "join" not in info:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.search(r"operator token.*: (\S+)$", line):
+            info["token"] = m.group(1)
+        if m := re.search(r"redis-server on redis://127\.0\.0\.1:(\d+)", line):
+            info["redis_port"] = m.group(1)
+        if m := re.search(r"join link: (\S+)$", line):
+            info["join"] = m.group(1)
+    assert "join" in info and "token" in info, "".join(lines)
+    try:
+        yield info
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+def test_serve_demo_then_hotline_cli(demo_server: dict[str, str], tmp_path: Path) -> None:
+    api, token = demo_server["api"], demo_server["token"]
+    r = _cli("outage", "list", "--state", "active", "--json", api=api, token=token)
+    assert r.returncode == 0, r.stderr
+    outages = json.loads(r.stdout)
+    assert len(outages) == 1 and outages[0]["capacity"]["video"] == 10
+    demo_id = outages[0]["id"]
+    assert demo_server["join"].startswith(f"{api}/join/")
+
+    today = date.today()
+    (tmp_path / "contracts.yaml").write_text(
+        f"""
+- number: CLI-1
+  client: {{company: Mairie de Test, wifi_password: secret}}
+  start_date: {today - timedelta(days=10)}
+  term_years: 1
+  status: active
+  equipment:
+    - {{serial: MCU-9, brand: Poly, model: RMX, kind: video_bridge, warranty_until: {today + timedelta(days=300)}}}
+    - {{serial: TV-1, brand: Sony, model: Bravia, kind: other, warranty_until: {today + timedelta(days=300)}}}
+"""
+    )
+    r = _cli("contracts", "import", str(tmp_path / "contracts.yaml"), api=api, token=token)
+    assert r.returncode == 0 and "imported CLI-1" in r.stdout, r.stderr
+    r = _cli("outage", "declare", "--contract", "CLI-1", "--serial", "TV-1", api=api, token=token)
+    assert r.returncode == 1 and "not_eligible" in r.stderr and "equipment_not_videoconference" in r.stderr
+    r = _cli("outage", "declare", "--contract", "CLI-1", "--serial", "MCU-9", "--priority", "medium", api=api, token=token)
+    assert r.returncode == 0, r.stderr
+    new_id = re.search(r"^(o-[0-9a-f]{12})", r.stdout, re.MULTILINE)
+    assert new_id, r.stdout
+    r = _cli("outage", "show", new_id.group(1), api=api, token=token)
+    assert "video 0/10" in r.stdout and "audio 0/8" in r.stdout
+    r = _cli("outage", "extend", new_id.group(1), "2099-01-05T12:00:00+01:00", api=api, token=token)
+    assert r.returncode == 0 and "2099-01-05T12:00:00+01:00" in r.stdout, r.stderr
+    r = _cli("outage", "restore", demo_id, api=api, token=token)
+    assert r.returncode == 0 and "restored" in r.stdout
+    r = _cli("outage", "restore", demo_id, api=api, token=token)
+    assert r.returncode == 1 and "outage_not_active" in r.stderr
+    r = _cli("outage", "list", api=api, token="wrong")
+    assert r.returncode == 1 and "401" in r.stderr
+
+
+def test_serve_stops_its_private_redis(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--port", str(port), "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    assert proc.stdout is not None
+    redis_port = None
+    for _ in range(20):
+        line = proc.stdout.readline()
+        if m := re.search(r"redis://127\.0\.0\.1:(\d+)", line):
+            redis_port = int(m.group(1))
+        if "console:" in line:
+            break
+    assert redis_port is not None
+    assert (tmp_path / "redis").is_dir()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", redis_port), timeout=1).close()
