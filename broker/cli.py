@@ -78,6 +78,10 @@ async def _serve(settings: Settings, demo: bool) -> int:
 
     from .redisproc import RedisServer
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     private: RedisServer | None = None
     if not settings.redis_url:
         private = RedisServer(settings.state_dir / "redis", persistent=True).start()
@@ -102,17 +106,30 @@ async def _serve(settings: Settings, demo: bool) -> int:
             print(f"demo: contract {info['contract']}, outage {info['outage']}")
             print(f"join link: {info['join_url']}")
         sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        print("stopping ...")
-        await runner.cleanup()
+        await _drain_media(app, settings.drain_timeout_s)
+        print("stopping ...", flush=True)
+        cleanup = asyncio.create_task(runner.cleanup())
+        done, _ = await asyncio.wait({cleanup}, timeout=10)
+        if not done:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.print_stack(limit=6, file=sys.stderr)
+            await cleanup
         return 0
     finally:
         if private is not None:
             private.stop()
+
+
+async def _drain_media(app: Any, timeout: float) -> None:
+    """SIGTERM: the in-process media node takes no new conference and lets running calls end."""
+    from media.embed import MEDIA_PLANE
+
+    plane = app.get(MEDIA_PLANE)
+    if plane is not None and plane.node is not None:
+        print(f"draining the media node (up to {timeout:.0f} s) ...", flush=True)
+        await plane.node.drain(timeout)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

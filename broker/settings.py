@@ -30,6 +30,8 @@ class Settings(BaseModel):
     media: bool = True
     media_capacity_ports: int = 36
     retry_after_s: int = 30
+    # SIGTERM: running calls may go on this long before the process stops.
+    drain_timeout_s: float = 30.0
     # Test-only: break the cap on purpose so that the load test's watcher can be shown to catch it.
     unsafe_cap_overshoot: int = 0
 
