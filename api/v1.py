@@ -240,7 +240,7 @@ async def get_participant(request: web.Request) -> web.Response:
 @routes.delete("/v1/participants/{id}")
 async def delete_participant(request: web.Request) -> web.Response:
     participant = await _participant_for(request)
-    await request.app[BROKER].leave(participant["id"])
+    await request.app[BROKER].leave(participant)
     return web.Response(status=204)
 
 

@@ -183,27 +183,49 @@ async def redis_round_trip(url: str, n: int = 3000) -> dict[str, float]:
     return {"p50": pct(samples, 50), "p99": pct(samples, 99)}
 
 
-async def commands_per_admission(url: str, base: str, conference: tuple[str, str], n: int = 200) -> dict[str, float]:
-    """Redis commands the broker sends for one admission: counted around each admission, one at a
-    time; the median discards the background sweeper's occasional commands."""
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+async def commands_per_admission(url: str, base: str, conference: tuple[str, str], n: int = 100) -> dict[str, float]:
+    """Redis round trips the broker makes for one admission, read from MONITOR: commands sent by
+    clients (not those a script runs inside Redis) between two markers around each admission; the
+    median discards the background sweeper's occasional commands."""
+    marker = aioredis.Redis.from_url(url, decode_responses=True)
+    monitor_client = aioredis.Redis.from_url(url, decode_responses=True)
+    commands: list[str] = []
 
-    async def calls() -> int:
-        stats = await client.info("commandstats")
-        return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+    async def watch() -> None:
+        async with monitor_client.monitor() as m:
+            while True:
+                cmd = await m.next_command()
+                if cmd.get("client_type") != "lua":
+                    commands.append(str(cmd["command"]))
 
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0.3)
     cid, token = conference
-    deltas = []
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as s:
-        for _ in range(n):
-            before = await calls()
+        for i in range(n):
+            await marker.echo(f"bench-mark-{i}-begin")
             async with s.post(f"{base}/v1/conferences/{cid}/participants", json={"display_name": "c", "kind": "audio"}) as r:
                 pid = (await r.json())["id"]
-            deltas.append(await calls() - before)
+            await marker.echo(f"bench-mark-{i}-end")
             async with s.delete(f"{base}/v1/participants/{pid}") as r:
                 await r.read()
-    await client.aclose()
-    return {"per_admission": statistics.median(deltas), "max": max(deltas)}
+    await asyncio.sleep(0.3)
+    watcher.cancel()
+    await asyncio.gather(watcher, return_exceptions=True)
+    counts, inside, names = [], None, []
+    for c in commands:
+        if "bench-mark-" in c and c.endswith("-begin"):
+            inside = 0
+        elif "bench-mark-" in c and c.endswith("-end") and inside is not None:
+            counts.append(inside)
+            inside = None
+        elif inside is not None:
+            inside += 1
+            names.append(c.split(" ", 1)[0].upper())
+    await marker.aclose()
+    await monitor_client.aclose()
+    return {"per_admission": statistics.median(counts), "max": max(counts),
+            "commands": ", ".join(sorted(set(names)))}
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -226,9 +248,11 @@ async def run(args: argparse.Namespace) -> dict:
         conferences = await seed(bases[0], args.outages)
         rtt = await redis_round_trip(redis_server.url)
         results["redis_round_trip_ms"] = rtt
-        results["redis_commands_per_admission"] = (await commands_per_admission(redis_server.url, bases[0], conferences[0]))["per_admission"]
+        cmds = await commands_per_admission(redis_server.url, bases[0], conferences[0])
+        results["redis_round_trips_per_admission"] = cmds
         print(f"Redis round trip (PING, redis-py asyncio): p50 {rtt['p50']:.3f} ms  p99 {rtt['p99']:.3f} ms", flush=True)
-        print(f"Redis commands per admission: {results['redis_commands_per_admission']:.2f}", flush=True)
+        print(f"Redis round trips per admission (MONITOR): median {cmds['per_admission']:g}, max {cmds['max']} "
+              f"({cmds['commands']})", flush=True)
         bare_rate = await saturation([bare_base], conferences, args.seconds)
         print(f"(a) bare aiohttp server: {bare_rate:,.0f} admit+leave cycles/s (32 clients)", flush=True)
         results["bare_cycles_per_s"] = bare_rate

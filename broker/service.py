@@ -421,22 +421,26 @@ class Broker:
         outage_id = ids.outage_of(participant_id)
         if outage_id is None or not ids.is_participant_id(participant_id):
             raise errors.ParticipantNotFound(f"No participant {participant_id!r}")
-        raw = await self.redis.hget(keys.participants(outage_id), participant_id)
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.hget(keys.participants(outage_id), participant_id)
+            pipe.zscore(keys.leases(outage_id), participant_id)
+            raw, expiry = await pipe.execute()
         if raw is None:
             raise errors.ParticipantNotFound(f"No participant {participant_id!r}")
         p = dict(json.loads(raw))
-        expiry = await self.redis.zscore(keys.leases(outage_id), participant_id)
         p["live"] = expiry is not None
         if expiry is not None:
             p["lease_expires_at"] = iso(datetime.fromtimestamp(float(expiry) / 1000, UTC))
         p.setdefault("downgraded", p.get("kind") != p.get("requested_kind", p.get("kind")))
         return p
 
-    async def leave(self, participant_id: str) -> bool:
-        p = await self.get_participant(participant_id)
-        released = await self.ledger.release(p["outage"], participant_id, "left")
+    async def leave(self, participant: dict[str, Any]) -> bool:
+        """Frees the participant's port at once (idempotent); ``participant`` from get_participant."""
+        released = await self.ledger.release(participant["outage"], participant["id"], "left")
         if released:
-            await self.publish({"type": "participant_left", "outage": p["outage"], "participant": participant_id})
+            await self.publish(
+                {"type": "participant_left", "outage": participant["outage"], "participant": participant["id"]}
+            )
         return released
 
 
