@@ -1,0 +1,790 @@
+// The participant's join page.
+//
+// States (document.body.dataset.state): idle | joining | connected | refused | ended.
+// Flow: POST /v1/conferences/{id}/participants (admission, maybe downgraded to audio) →
+// RTCPeerConnection, non-trickle offer → POST /v1/participants/{id}/offer → answer.
+// Media failure or a dead node → new offer for the same participant while its lease lives,
+// else (410 participant_gone) a new admission; exponential backoff with jitter in between.
+
+import { api, ApiError, enc, sleep } from "./api.js";
+import { applyI18n, fmtDateTime, fmtDuration, onLangChange, setText, setupLangSwitch, t } from "./i18n.js";
+
+const $ = (id) => document.getElementById(id);
+const body = document.body;
+const conferenceId = body.dataset.conference;
+const hotline = body.dataset.hotline || "";
+const videoPorts = Number(body.dataset.videoPorts) || 10;
+const maxHeight = Number(body.dataset.maxVideoHeight) || 480;
+// The join token is the last path segment of the join link (never copied into another URL).
+const token = decodeURIComponent(location.pathname.replace(/\/+$/, "").split("/").pop() || "");
+const params = new URLSearchParams(location.search);
+
+const el = {
+  title: $("conf-title"), window: $("window"), status: $("status"), notice: $("notice"),
+  refused: $("refused"), refusedWhy: $("refused-why"), refusedRetry: $("refused-retry"),
+  refusedPhone: $("refused-phone"), retry: $("retry"), ended: $("ended"), endedText: $("ended-text"),
+  endedPhone: $("ended-phone"), remote: $("remote"), remoteAudio: $("remote-audio"),
+  remotePlaceholder: $("remote-placeholder"), unmuteRemote: $("unmute-remote"),
+  form: $("join-form"), name: $("name"), nameError: $("name-error"), preview: $("preview"),
+  previewOff: $("preview-off"), camera: $("camera"), cameraField: $("camera-field"),
+  microphone: $("microphone"), micLevel: $("mic-level"), deviceError: $("device-error"),
+  muteMic: $("mute-mic"), muteCam: $("mute-cam"), join: $("join"), leave: $("leave"),
+};
+
+const ICE_GATHER_TIMEOUT_MS = 2500;
+const DISCONNECT_GRACE_MS = 3000;
+const POLL_CONNECTED_MS = 3000;
+const POLL_IDLE_MS = 15000;
+const MAX_BACKOFF_MS = 15000;
+
+const session = {
+  participantId: null,
+  requestedKind: "video",
+  kind: null, // granted kind
+  pc: null,
+  pcGen: 0,
+  runId: 0,
+  attempts: 0,
+  leaving: false,
+  everConnected: false,
+  downgraded: false,
+  disconnectTimer: null,
+};
+const local = { stream: new MediaStream(), micMuted: false, camMuted: false, audioCtx: null, meterRaf: 0 };
+let windowEndsAt = null;
+let endedForGood = false;
+let refusedTimer = null;
+let pollTimer = null;
+let firstFrameMarked = false;
+
+// ---------------------------------------------------------------- state and messages
+
+function setState(state) {
+  body.dataset.state = state;
+  const busy = state === "joining" || state === "connected";
+  el.join.disabled = busy || state === "ended";
+  el.leave.disabled = !(busy || state === "refused");
+  el.name.disabled = busy || state === "ended";
+  for (const r of document.querySelectorAll('input[name="kind"]')) r.disabled = busy || state === "ended";
+  el.refused.hidden = state !== "refused";
+  el.ended.hidden = state !== "ended";
+  el.form.hidden = state === "ended";
+  if (state !== "refused") clearRefusedTimer();
+  schedulePoll();
+}
+
+function status(key, vars) {
+  setText(el.status, key, vars);
+}
+
+function notice(key, vars) {
+  if (!key) {
+    setText(el.notice, null);
+    el.notice.hidden = true;
+    return;
+  }
+  setText(el.notice, key, vars);
+  el.notice.hidden = false;
+}
+
+function deviceError(key, vars) {
+  if (!key) {
+    setText(el.deviceError, null);
+    el.deviceError.hidden = true;
+    return;
+  }
+  setText(el.deviceError, key, vars);
+  el.deviceError.hidden = false;
+}
+
+function selectedKind() {
+  const r = document.querySelector('input[name="kind"]:checked');
+  return r && r.value === "audio" ? "audio" : "video";
+}
+
+function phoneLink(a) {
+  a.textContent = hotline;
+  a.href = `tel:${hotline.replace(/[^+\d]/g, "")}`;
+}
+
+// ---------------------------------------------------------------- local media
+
+function currentTrack(kind) {
+  return kind === "audio" ? local.stream.getAudioTracks()[0] : local.stream.getVideoTracks()[0];
+}
+
+function videoConstraints() {
+  const c = { height: { ideal: Math.min(480, maxHeight), max: maxHeight }, frameRate: { ideal: 24, max: 30 } };
+  if (el.camera.value) c.deviceId = { exact: el.camera.value };
+  return c;
+}
+
+function audioConstraints() {
+  const c = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
+  if (el.microphone.value) c.deviceId = { exact: el.microphone.value };
+  return c;
+}
+
+function mediaErrorKey(err) {
+  const name = err && err.name;
+  if (name === "NotAllowedError" || name === "SecurityError") return "device_denied";
+  if (name === "NotFoundError" || name === "OverconstrainedError") return "device_missing";
+  return "device_failed";
+}
+
+async function getTrack(kind) {
+  const constraints = kind === "audio" ? { audio: audioConstraints() } : { video: videoConstraints() };
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia(constraints);
+  } catch (err) {
+    if (err && err.name === "OverconstrainedError" && kind === "video") {
+      // The chosen camera is gone: fall back to any camera, still at most maxHeight lines.
+      stream = await navigator.mediaDevices.getUserMedia({ video: { height: { max: maxHeight } } });
+    } else {
+      throw err;
+    }
+  }
+  return kind === "audio" ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
+}
+
+async function setLocalTrack(kind, track) {
+  const old = currentTrack(kind);
+  if (old === track) return;
+  if (old) {
+    local.stream.removeTrack(old);
+    old.stop();
+  }
+  if (track) {
+    track.enabled = kind === "audio" ? !local.micMuted : !local.camMuted;
+    local.stream.addTrack(track);
+  }
+  // Live call: swap the track on the sender without renegotiating.
+  if (session.pc) {
+    for (const tr of session.pc.getTransceivers()) {
+      if (tr.sender && tr.receiver.track && tr.receiver.track.kind === kind && tr.direction !== "recvonly") {
+        try {
+          await tr.sender.replaceTrack(track || null);
+        } catch { /* renegotiation would be needed: the next reconnect picks it up */ }
+      }
+    }
+  }
+  renderPreview();
+  if (kind === "audio") startMicMeter();
+}
+
+/** Make the local tracks match a kind: video needs camera + mic, audio only the mic. */
+async function ensureMedia(kind) {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    deviceError("device_missing");
+    return;
+  }
+  let problem = null;
+  const live = (k) => currentTrack(k) && currentTrack(k).readyState !== "ended";
+  if (kind === "video" && !live("audio") && !live("video")) {
+    // Both at once: one device start-up instead of two in a row.
+    try {
+      const both = await navigator.mediaDevices.getUserMedia({ audio: audioConstraints(), video: videoConstraints() });
+      await setLocalTrack("audio", both.getAudioTracks()[0]);
+      await setLocalTrack("video", both.getVideoTracks()[0]);
+    } catch { /* one of them is missing or refused: try each on its own below */ }
+  }
+  if (!currentTrack("audio") || currentTrack("audio").readyState === "ended") {
+    try {
+      await setLocalTrack("audio", await getTrack("audio"));
+    } catch (err) {
+      problem = problem || err;
+    }
+  }
+  if (kind === "video") {
+    if (!currentTrack("video") || currentTrack("video").readyState === "ended") {
+      try {
+        await setLocalTrack("video", await getTrack("video"));
+      } catch (err) {
+        problem = problem || err;
+      }
+    }
+  } else if (currentTrack("video")) {
+    await setLocalTrack("video", null);
+  }
+  if (problem) deviceError(mediaErrorKey(problem), { detail: problem.name || String(problem) });
+  else deviceError(null);
+  await listDevices();
+}
+
+async function listDevices() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.enumerateDevices) return;
+  let devices = [];
+  try {
+    devices = await navigator.mediaDevices.enumerateDevices();
+  } catch {
+    return;
+  }
+  const fill = (select, kind, track) => {
+    const current = track ? track.getSettings().deviceId : select.value;
+    const list = devices.filter((d) => d.kind === kind && d.deviceId);
+    select.replaceChildren();
+    if (!list.length) {
+      const opt = document.createElement("option");
+      opt.value = "";
+      opt.textContent = t("default_device");
+      select.append(opt);
+      return;
+    }
+    list.forEach((d, i) => {
+      const opt = document.createElement("option");
+      opt.value = d.deviceId;
+      // Device labels come from the system: text only.
+      opt.textContent = d.label || t("device_n", { kind: t(kind === "videoinput" ? "camera_label" : "microphone_label"), n: i + 1 });
+      select.append(opt);
+    });
+    if (current && list.some((d) => d.deviceId === current)) select.value = current;
+  };
+  fill(el.camera, "videoinput", currentTrack("video"));
+  fill(el.microphone, "audioinput", currentTrack("audio"));
+}
+
+function renderPreview() {
+  const video = currentTrack("video");
+  const showing = Boolean(video) && !local.camMuted;
+  if (video) {
+    if (el.preview.srcObject !== local.stream) el.preview.srcObject = local.stream;
+    el.preview.play().catch(() => {});
+  } else {
+    el.preview.srcObject = null;
+  }
+  el.preview.hidden = !showing;
+  el.previewOff.hidden = showing;
+  el.cameraField.hidden = selectedKindForMedia() !== "video";
+  el.muteCam.hidden = selectedKindForMedia() !== "video";
+}
+
+function selectedKindForMedia() {
+  return session.kind || selectedKind();
+}
+
+function startMicMeter() {
+  const track = currentTrack("audio");
+  cancelAnimationFrame(local.meterRaf);
+  if (!track || typeof AudioContext === "undefined") return;
+  try {
+    if (!local.audioCtx) local.audioCtx = new AudioContext();
+    const ctx = local.audioCtx;
+    const src = ctx.createMediaStreamSource(new MediaStream([track]));
+    const analyser = ctx.createAnalyser();
+    analyser.fftSize = 512;
+    src.connect(analyser);
+    const buf = new Float32Array(analyser.fftSize);
+    const tick = () => {
+      analyser.getFloatTimeDomainData(buf);
+      let sum = 0;
+      for (const v of buf) sum += v * v;
+      el.micLevel.value = track.enabled ? Math.min(1, Math.sqrt(sum / buf.length) * 4) : 0;
+      local.meterRaf = requestAnimationFrame(tick);
+    };
+    tick();
+  } catch { /* level meter is a nicety */ }
+}
+
+function renderMuteButtons() {
+  el.muteMic.setAttribute("aria-pressed", String(local.micMuted));
+  setText(el.muteMic, local.micMuted ? "unmute_mic" : "mute_mic");
+  el.muteCam.setAttribute("aria-pressed", String(local.camMuted));
+  setText(el.muteCam, local.camMuted ? "unmute_cam" : "mute_cam");
+}
+
+// ---------------------------------------------------------------- remote media
+
+function attachRemote(ev) {
+  const track = ev.track;
+  if (track.kind === "video") {
+    el.remote.srcObject = new MediaStream([track]);
+    el.remote.hidden = false;
+    el.remotePlaceholder.hidden = true;
+    el.remote.play().catch(() => {});
+    watchFrames();
+  } else {
+    el.remoteAudio.srcObject = new MediaStream([track]);
+    el.remoteAudio.play().then(
+      () => { el.unmuteRemote.hidden = true; },
+      () => { el.unmuteRemote.hidden = false; }, // autoplay with sound needs a click
+    );
+  }
+}
+
+function watchFrames() {
+  if (firstFrameMarked || typeof el.remote.requestVideoFrameCallback !== "function") return;
+  el.remote.requestVideoFrameCallback(() => {
+    if (firstFrameMarked) return;
+    firstFrameMarked = true;
+    performance.mark("bp-first-remote-frame");
+    body.dataset.firstFrame = "1";
+  });
+}
+
+function clearRemote() {
+  el.remote.srcObject = null;
+  el.remoteAudio.srcObject = null;
+  el.remote.hidden = true;
+  el.remotePlaceholder.hidden = false;
+  setText(el.remotePlaceholder, "remote_placeholder");
+}
+
+// ---------------------------------------------------------------- joining and reconnecting
+
+function closePc() {
+  clearTimeout(session.disconnectTimer);
+  if (session.pc) {
+    const pc = session.pc;
+    session.pc = null;
+    pc.ontrack = null;
+    pc.onconnectionstatechange = null;
+    try {
+      pc.close();
+    } catch { /* already closed */ }
+  }
+}
+
+function waitIceGathering(pc) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => { if (pc.iceGatheringState === "complete") done(); };
+    const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+async function admit() {
+  const name = el.name.value.trim();
+  const p = await api("POST", `/v1/conferences/${enc(conferenceId)}/participants`, {
+    token,
+    body: { display_name: name, kind: session.requestedKind, downgrade: true },
+  });
+  performance.mark("bp-admitted");
+  session.participantId = p.id;
+  session.kind = p.kind === "audio" ? "audio" : "video";
+  const downgraded = p.downgraded ?? (session.requestedKind === "video" && session.kind === "audio");
+  session.downgraded = Boolean(downgraded);
+  if (downgraded) notice("downgraded", { n: videoPorts });
+  else notice(null);
+}
+
+async function negotiate(runId) {
+  closePc();
+  await ensureMedia(session.kind);
+  if (runId !== session.runId) return;
+  performance.mark("bp-media");
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  const gen = ++session.pcGen;
+  session.pc = pc;
+  const audio = currentTrack("audio");
+  const video = currentTrack("video");
+  if (audio) pc.addTransceiver(audio, { direction: "sendrecv", streams: [local.stream] });
+  else pc.addTransceiver("audio", { direction: "recvonly" });
+  if (session.kind === "video") {
+    if (video) pc.addTransceiver(video, { direction: "sendrecv", streams: [local.stream] });
+    else pc.addTransceiver("video", { direction: "recvonly" });
+  }
+  pc.ontrack = attachRemote;
+  pc.onconnectionstatechange = () => onPcState(pc, gen);
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitIceGathering(pc);
+  performance.mark("bp-ice");
+  if (gen !== session.pcGen) return;
+  const answer = await api("POST", `/v1/participants/${enc(session.participantId)}/offer`, {
+    token,
+    body: { type: "offer", sdp: pc.localDescription.sdp },
+  });
+  if (gen !== session.pcGen) return;
+  performance.mark("bp-answer");
+  await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  status("st_connecting_media");
+}
+
+function onPcState(pc, gen) {
+  if (gen !== session.pcGen || session.leaving) return;
+  const s = pc.connectionState;
+  if (s === "connected") {
+    clearTimeout(session.disconnectTimer);
+    session.attempts = 0;
+    session.everConnected = true;
+    notice(session.downgraded ? "downgraded" : null, { n: videoPorts });
+    setState("connected");
+    status(session.kind === "audio" ? "st_connected_audio" : "st_connected");
+    if (session.kind === "audio") {
+      el.remotePlaceholder.hidden = false;
+      setText(el.remotePlaceholder, "remote_audio_only");
+    }
+  } else if (s === "disconnected") {
+    clearTimeout(session.disconnectTimer);
+    session.disconnectTimer = setTimeout(() => {
+      if (gen === session.pcGen && pc.connectionState !== "connected") reconnect();
+    }, DISCONNECT_GRACE_MS);
+  } else if (s === "failed") {
+    reconnect();
+  }
+}
+
+function backoffMs(attempt) {
+  const base = Math.min(MAX_BACKOFF_MS, 500 * 2 ** Math.max(0, attempt - 1));
+  return Math.round(base * (0.75 + Math.random() * 0.5));
+}
+
+/** The one loop that gets us (back) in: admission if needed, then an offer; retries with backoff. */
+async function connect({ immediate = true } = {}) {
+  const runId = ++session.runId;
+  session.leaving = false;
+  let wait = immediate ? 0 : backoffMs(++session.attempts);
+  for (;;) {
+    if (wait > 0) {
+      setState("joining");
+      const until = Date.now() + wait;
+      while (Date.now() < until) {
+        if (runId !== session.runId) return;
+        status(session.everConnected ? "st_reconnecting" : "st_retrying", {
+          s: Math.ceil((until - Date.now()) / 1000), n: session.attempts,
+        });
+        if (session.attempts >= 6) notice("st_reconnect_long", { phone: hotline });
+        await sleep(Math.min(1000, until - Date.now()));
+      }
+    }
+    if (runId !== session.runId) return;
+    setState("joining");
+    if (!session.participantId && !session.everConnected) status("st_joining");
+    else status(session.everConnected ? "st_reconnecting_now" : "st_retrying_now");
+    try {
+      if (!session.participantId) {
+        // Start the camera while the broker admits us: both take a few hundred ms.
+        const media = ensureMedia(session.requestedKind).catch(() => {});
+        await admit();
+        await media;
+      }
+      if (runId !== session.runId) return;
+      await negotiate(runId);
+      return; // the peer connection's state takes it from here
+    } catch (err) {
+      if (runId !== session.runId) return;
+      const outcome = classify(err);
+      if (outcome === "readmit") {
+        // The lease is gone: admit again (at once the first time, then with backoff).
+        session.participantId = null;
+        session.kind = null;
+        session.attempts += 1;
+        wait = session.attempts > 1 ? backoffMs(session.attempts) : 0;
+        continue;
+      }
+      if (outcome === "ended") return ended(err);
+      if (outcome === "refused") return refused(err);
+      if (outcome === "fatal") return fatal(err);
+      wait = backoffMs(++session.attempts);
+    }
+  }
+}
+
+function classify(err) {
+  if (!(err instanceof ApiError)) return "retry"; // WebRTC / media errors: try again
+  const code = err.code;
+  if (code === "participant_gone") return "readmit";
+  if (code === "outage_ended" || code === "outage_not_active" || code === "conference_not_found") return "ended";
+  if (code === "capacity_exhausted") return "refused";
+  if (err.status === 410) return "ended";
+  if (err.status === 404 && session.participantId) return "readmit";
+  if (err.status === 409) return "refused";
+  if (err.status === 401 || err.status === 403 || err.status === 404 || err.status === 422 || err.status === 400) {
+    return "fatal";
+  }
+  return "retry"; // 0 (network), 503 no_media_node, 5xx
+}
+
+function reconnect() {
+  if (session.leaving || endedForGood) return;
+  if (body.dataset.state === "refused") return;
+  closePc();
+  connect({ immediate: false });
+}
+
+function fatal(err) {
+  closePc();
+  session.participantId = null;
+  setState("idle");
+  if (err.status === 401 || err.status === 403 || err.status === 404) status("link_invalid");
+  else status("error_generic", { detail: err.problem.detail || err.problem.title || err.message });
+}
+
+function clearRefusedTimer() {
+  if (refusedTimer) clearInterval(refusedTimer);
+  refusedTimer = null;
+}
+
+function refused(err) {
+  closePc();
+  session.participantId = null;
+  session.kind = null;
+  setState("refused");
+  const p = err.problem || {};
+  const kind = p.kind === "audio" ? "audio" : "video";
+  const capacity = Number(p.capacity);
+  const inUse = Number(p.in_use);
+  if (Number.isFinite(capacity) && Number.isFinite(inUse) && inUse < capacity) {
+    setText(el.refusedWhy, "refused_why_reserved");
+  } else {
+    setText(el.refusedWhy, "refused_why", {
+      in_use: Number.isFinite(inUse) ? inUse : "?",
+      capacity: Number.isFinite(capacity) ? capacity : "?",
+      kind: t(kind === "audio" ? "kind_word_audio" : "kind_word_video"),
+    });
+  }
+  status("refused_retry_at", { s: err.retryAfter(30) });
+  const until = Date.now() + err.retryAfter(30) * 1000;
+  const tick = () => {
+    const left = Math.ceil((until - Date.now()) / 1000);
+    if (left <= 0) {
+      clearRefusedTimer();
+      if (body.dataset.state === "refused") join();
+      return;
+    }
+    setText(el.refusedRetry, "refused_retry", { s: left });
+  };
+  tick();
+  refusedTimer = setInterval(tick, 1000);
+}
+
+function ended(err) {
+  endedForGood = true;
+  session.runId++;
+  closePc();
+  session.participantId = null;
+  stopLocalMedia();
+  clearRemote();
+  notice(null);
+  // The broker says which: the outage is over (server back) or the hotline closed this conference.
+  const detail = (err && err.problem && String(err.problem.detail || "")) || "";
+  const closed = /closed by the hotline/i.test(detail);
+  setText(el.endedText, closed ? "ended_closed" : "ended_text");
+  setState("ended");
+  status(closed ? "ended_closed" : "ended_text");
+  el.window.hidden = true;
+}
+
+function stopLocalMedia() {
+  cancelAnimationFrame(local.meterRaf);
+  for (const track of local.stream.getTracks()) {
+    track.stop();
+    local.stream.removeTrack(track);
+  }
+  el.preview.srcObject = null;
+}
+
+async function join() {
+  const state = body.dataset.state;
+  if (state === "joining" || state === "connected" || endedForGood) return;
+  const name = el.name.value.trim();
+  if (!name) {
+    setText(el.nameError, "name_missing");
+    el.nameError.hidden = false;
+    el.name.setAttribute("aria-invalid", "true");
+    el.name.focus();
+    return;
+  }
+  el.nameError.hidden = true;
+  el.name.removeAttribute("aria-invalid");
+  try {
+    localStorage.setItem("backupplus.name", name);
+  } catch { /* storage disabled */ }
+  session.requestedKind = selectedKind();
+  session.attempts = 0;
+  session.everConnected = false;
+  performance.mark("bp-join-start");
+  notice(null);
+  setState("joining");
+  status("st_joining");
+  await connect({ immediate: true });
+}
+
+async function leave() {
+  session.leaving = true;
+  session.runId++;
+  const id = session.participantId;
+  session.participantId = null;
+  session.kind = null;
+  closePc();
+  clearRemote();
+  notice(null);
+  setState("idle");
+  status("st_left");
+  renderPreview();
+  if (id) {
+    try {
+      await api("DELETE", `/v1/participants/${enc(id)}`, { token });
+    } catch { /* the lease frees the port anyway */ }
+  }
+}
+
+// ---------------------------------------------------------------- conference info and window
+
+function renderWindow() {
+  if (!windowEndsAt || endedForGood) {
+    el.window.hidden = true;
+    return;
+  }
+  const left = windowEndsAt.getTime() - Date.now();
+  el.window.hidden = false;
+  if (left <= 0) setText(el.window, "window_over");
+  else setText(el.window, "window_until", { when: fmtDateTime(windowEndsAt), left: fmtDuration(left) });
+}
+
+async function refreshConference() {
+  try {
+    const conf = await api("GET", `/v1/conferences/${enc(conferenceId)}`, { token });
+    if (conf.title) {
+      el.title.textContent = conf.title;
+      document.title = t("title_with", { title: conf.title });
+    }
+    if (conf.window_ends_at) windowEndsAt = new Date(conf.window_ends_at);
+    renderWindow();
+    if (conf.outage_state && conf.outage_state !== "active") ended(null);
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 410 || err.code === "outage_ended")) ended(err);
+    else if (err instanceof ApiError && (err.status === 401 || err.status === 403 || err.status === 404)) {
+      if (body.dataset.state === "idle") status("link_invalid");
+    }
+  }
+}
+
+let pollEvery = 0;
+
+/** Poll the conference (window, end of outage): often while in a call, rarely otherwise. */
+function schedulePoll() {
+  if (endedForGood) {
+    clearTimeout(pollTimer);
+    pollTimer = null;
+    return;
+  }
+  const state = body.dataset.state;
+  const every = state === "connected" || state === "joining" ? POLL_CONNECTED_MS : POLL_IDLE_MS;
+  if (pollTimer && every === pollEvery) return; // already scheduled at that pace
+  clearTimeout(pollTimer);
+  pollEvery = every;
+  pollTimer = setTimeout(async () => {
+    pollTimer = null;
+    await refreshConference();
+    schedulePoll();
+  }, every);
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  el.form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    join();
+  });
+  el.leave.addEventListener("click", () => leave());
+  el.retry.addEventListener("click", () => {
+    clearRefusedTimer();
+    setState("idle");
+    join();
+  });
+  el.muteMic.addEventListener("click", () => {
+    local.micMuted = !local.micMuted;
+    const a = currentTrack("audio");
+    if (a) a.enabled = !local.micMuted;
+    renderMuteButtons();
+  });
+  el.muteCam.addEventListener("click", () => {
+    local.camMuted = !local.camMuted;
+    const v = currentTrack("video");
+    if (v) v.enabled = !local.camMuted;
+    renderMuteButtons();
+    renderPreview();
+  });
+  el.camera.addEventListener("change", async () => {
+    try {
+      await setLocalTrack("video", await getTrack("video"));
+      deviceError(null);
+    } catch (err) {
+      deviceError(mediaErrorKey(err), { detail: err.name });
+    }
+  });
+  el.microphone.addEventListener("change", async () => {
+    try {
+      await setLocalTrack("audio", await getTrack("audio"));
+      deviceError(null);
+    } catch (err) {
+      deviceError(mediaErrorKey(err), { detail: err.name });
+    }
+  });
+  for (const r of document.querySelectorAll('input[name="kind"]')) {
+    r.addEventListener("change", () => {
+      if (body.dataset.state === "idle" || body.dataset.state === "refused") ensureMedia(selectedKind()).then(renderPreview);
+    });
+  }
+  el.unmuteRemote.addEventListener("click", () => {
+    el.remoteAudio.play().then(() => { el.unmuteRemote.hidden = true; }, () => {});
+    if (local.audioCtx) local.audioCtx.resume().catch(() => {});
+  });
+  if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
+    navigator.mediaDevices.addEventListener("devicechange", () => listDevices());
+  }
+  // Closing the tab frees the port at once (the lease would free it within 30 s anyway).
+  window.addEventListener("pagehide", () => {
+    if (!session.participantId) return;
+    fetch(`/v1/participants/${enc(session.participantId)}`, {
+      method: "DELETE",
+      keepalive: true,
+      headers: { Authorization: `Bearer ${token}` },
+    }).catch(() => {});
+  });
+  window.addEventListener("online", () => {
+    if (body.dataset.state === "joining") connect({ immediate: true });
+  });
+  setInterval(renderWindow, 30000);
+  onLangChange(() => {
+    renderWindow();
+    listDevices();
+  });
+}
+
+async function main() {
+  setupLangSwitch($("lang-switch"));
+  applyI18n();
+  phoneLink(el.refusedPhone);
+  phoneLink(el.endedPhone);
+  el.remote.hidden = true;
+  clearRemote();
+  renderMuteButtons();
+  wire();
+  const kind = params.get("kind");
+  if (kind === "audio" || kind === "video") {
+    const r = document.querySelector(`input[name="kind"][value="${kind}"]`);
+    if (r) r.checked = true;
+  }
+  let name = params.get("name");
+  if (!name) {
+    try {
+      name = localStorage.getItem("backupplus.name");
+    } catch { /* storage disabled */ }
+  }
+  if (name) el.name.value = name.slice(0, 80);
+  setState("idle");
+  status("st_loading");
+  const autojoin = params.get("autojoin") === "1";
+  const info = refreshConference();
+  if (autojoin) {
+    // In parallel with the conference lookup: an ended outage stops the join anyway.
+    await join();
+    return;
+  }
+  await info;
+  if (endedForGood) return;
+  status("st_idle");
+  await ensureMedia(selectedKind());
+  renderPreview();
+}
+
+main();

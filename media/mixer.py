@@ -1,0 +1,549 @@
+"""One conference's MCU: mix-minus audio and one composed VP8 grid encoded once for every receiver.
+
+Audio: every participant's Opus is decoded by aiortc; the mixer takes 20 ms of each (48 kHz), sums
+them, and hands each participant "everyone but me" as an ``AudioFrame`` that its own sender encodes.
+
+Video: every video participant's frames are decoded by aiortc; at a steady rate the mixer scales the
+latest frame of each to its tile (never larger than the tile, so never above 480 lines), labels it with
+the display name, composes one ``CANVAS_W`` x ``CANVAS_H`` grid and encodes it ONCE with libvpx.
+The same ``av.Packet`` goes to every video receiver's track; aiortc's sender only packetises it
+(its own SSRC, sequence numbers, picture id and timestamp origin). Keyframe requests (PLI/FIR)
+from any receiver reach the shared encoder through a hook on the sender, and the bitrate follows the
+lowest REMB among the receivers.
+
+``video_mode="per_receiver"`` hands each receiver a raw frame instead (aiortc encodes once per
+receiver): only for the benchmark's comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import fractions
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from media import font
+
+log = logging.getLogger("backupplus.media.mixer")
+
+CANVAS_W, CANVAS_H = 854, 480
+AUDIO_RATE = 48000
+AUDIO_SAMPLES = 960  # 20 ms
+AUDIO_PTIME = AUDIO_SAMPLES / AUDIO_RATE
+VIDEO_CLOCK = 90000
+VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
+AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
+MIN_BITRATE, MAX_BITRATE, DEFAULT_BITRATE = 250_000, 1_500_000, 1_000_000
+KEYFRAME_MIN_INTERVAL = 0.5  # s: a storm of PLIs from one receiver costs at most 2 keyframes/s
+BLACK_Y, GREY_UV = 16, 128
+
+
+class LatencyStats:
+    """Server-added video latency samples (s): source frame received -> composed frame handed out."""
+
+    def __init__(self, maxlen: int = 200_000) -> None:
+        self.samples: deque[float] = deque(maxlen=maxlen)
+        self.composed = 0
+        self.sent: dict[str, int] = {}
+
+    def percentile(self, q: float) -> float | None:
+        if not self.samples:
+            return None
+        return float(np.percentile(np.fromiter(self.samples, dtype=float), q))
+
+
+class AudioOutTrack(MediaStreamTrack):
+    """What one participant hears: the mix minus themselves, 20 ms ``AudioFrame`` at a time."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue()
+        self._pts = 0
+
+    def push(self, samples: np.ndarray) -> None:
+        if self.readyState != "live":
+            return
+        while self._queue.qsize() >= 5:  # the sender fell behind: drop the oldest 20 ms
+            self._queue.get_nowait()
+        self._queue.put_nowait(samples)
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        data = await self._queue.get()
+        if data is None:
+            raise MediaStreamError
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="stereo")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._pts
+        frame.time_base = AUDIO_TIME_BASE
+        self._pts += AUDIO_SAMPLES
+        return frame
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            self._queue.put_nowait(None)
+        super().stop()
+
+
+class VideoOutTrack(MediaStreamTrack):
+    """What one video participant sees: the shared encoded grid (``av.Packet``), or a raw frame in
+    per-receiver mode. ``last_sources`` tells the latency probe which source frames it carries."""
+
+    kind = "video"
+
+    def __init__(self, room: Room) -> None:
+        super().__init__()
+        self._room = room
+        self._queue: asyncio.Queue[tuple[Any, list[float]] | None] = asyncio.Queue()
+        self.last_sources: list[float] = []
+
+    def push(self, item: Any, sources: list[float]) -> None:
+        if self.readyState != "live":
+            return
+        if self._queue.qsize() >= 3:
+            # This receiver's sender is behind: skipping encoded frames breaks its decoder, so drop the
+            # backlog and ask for a keyframe.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._room.request_keyframe()
+        self._queue.put_nowait((item, sources))
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        entry = await self._queue.get()
+        if entry is None:
+            raise MediaStreamError
+        item, self.last_sources = entry
+        return item
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            self._queue.put_nowait(None)
+        super().stop()
+
+
+@dataclass(eq=False)
+class Member:
+    pid: str
+    display_name: str
+    kind: str  # granted: audio | video
+    joined: float = field(default_factory=time.monotonic)
+    audio_out: AudioOutTrack | None = None
+    video_out: VideoOutTrack | None = None
+    sends_video: bool = False
+    # inbound audio: mono int32 samples waiting to be mixed
+    audio_buf: deque[np.ndarray] = field(default_factory=deque)
+    audio_buffered: int = 0
+    audio_primed: bool = False
+    # inbound video: the latest decoded frame, its sequence number and when it arrived
+    frame: av.VideoFrame | None = None
+    frame_seq: int = 0
+    frame_at: float = 0.0
+    remb: int | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Vp8Encoder:
+    """libvpx with aiortc's realtime settings; rebuilt (with a keyframe) when the bitrate moves >10%."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.codec: Any = None
+        self.bitrate = DEFAULT_BITRATE
+
+    def _open(self, bitrate: int) -> None:
+        codec: Any = av.CodecContext.create("libvpx", "w")
+        codec.width, codec.height = self.width, self.height
+        codec.bit_rate = bitrate
+        codec.pix_fmt = "yuv420p"
+        codec.gop_size = 3000
+        codec.qmin, codec.qmax = 2, 56
+        codec.time_base = VIDEO_TIME_BASE
+        codec.options = {
+            "bufsize": str(bitrate),
+            "cpu-used": "-6",
+            "deadline": "realtime",
+            "lag-in-frames": "0",
+            "minrate": str(bitrate),
+            "maxrate": str(bitrate),
+            "noise-sensitivity": "4",
+            "overshoot-pct": "15",
+            "partitions": "0",
+            "static-thresh": "1",
+            "undershoot-pct": "100",
+        }
+        codec.thread_count = 1
+        self.codec = codec
+        self.bitrate = bitrate
+
+    def encode(self, frame: av.VideoFrame, keyframe: bool, bitrate: int) -> bytes:
+        if self.codec is None or abs(bitrate - self.bitrate) / self.bitrate > 0.1:
+            self._open(bitrate)
+            keyframe = True
+        if keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        return b"".join(bytes(p) for p in self.codec.encode(frame))
+
+    def close(self) -> None:
+        self.codec = None
+
+
+def grid(n: int, width: int = CANVAS_W, height: int = CANVAS_H) -> list[tuple[int, int, int, int]]:
+    """Cells (x, y, w, h), even-aligned, for n tiles: as square as possible."""
+    if n <= 0:
+        return []
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    cw, ch = (width // cols) & ~1, (height // rows) & ~1
+    cells = []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        in_row = min(cols, n - r * cols)
+        x_off = ((width - in_row * cw) // 2) & ~1  # centre a short last row
+        cells.append((x_off + c * cw, r * ch, cw, ch))
+    return cells
+
+
+def yuv_planes(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U, V planes of a yuv420p frame as 2-D arrays (views, line padding cut off)."""
+    out = []
+    for i, plane in enumerate(frame.planes):
+        h, w = (frame.height, frame.width) if i == 0 else (frame.height // 2, frame.width // 2)
+        arr = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
+        out.append(arr[:h, :w])
+    return out[0], out[1], out[2]
+
+
+def fit(src_w: int, src_h: int, cell_w: int, cell_h: int) -> tuple[int, int]:
+    """Size (even) of a src_w x src_h picture scaled to fit the cell, keeping its aspect ratio."""
+    s = min(cell_w / max(src_w, 1), cell_h / max(src_h, 1))
+    return max(2, int(src_w * s) & ~1), max(2, int(src_h * s) & ~1)
+
+
+class Compositor:
+    """Scales the latest frame of each video sender into its tile and draws labels (worker thread)."""
+
+    def __init__(self) -> None:
+        self.buf = np.empty((CANVAS_H * 3 // 2, CANVAS_W), dtype=np.uint8)
+        self.y = self.buf[:CANVAS_H]
+        self.u = self.buf[CANVAS_H : CANVAS_H * 5 // 4].reshape(CANVAS_H // 2, CANVAS_W // 2)
+        self.v = self.buf[CANVAS_H * 5 // 4 :].reshape(CANVAS_H // 2, CANVAS_W // 2)
+        self._tiles: dict[str, tuple[int, tuple[int, int, int, int], tuple[np.ndarray, ...]]] = {}
+        self._layout: tuple[str, ...] = ()
+
+    def compose(self, sources: list[tuple[str, str, av.VideoFrame | None, int]]) -> np.ndarray:
+        layout = tuple(pid for pid, _, _, _ in sources)
+        redraw = layout != self._layout
+        if redraw:
+            self._layout = layout
+            self.y.fill(BLACK_Y)
+            self.u.fill(GREY_UV)
+            self.v.fill(GREY_UV)
+            self._tiles = {k: v for k, v in self._tiles.items() if k in layout}
+        for (pid, name, frame, seq), cell in zip(sources, grid(len(sources))):
+            cached = self._tiles.get(pid)
+            if not redraw and cached is not None and cached[0] == seq and cached[1] == cell:
+                continue  # unchanged tile: already on the canvas
+            x, y, cw, ch = cell
+            # clear the cell, then paste the scaled frame centred in it
+            self.y[y : y + ch, x : x + cw] = BLACK_Y
+            self.u[y // 2 : (y + ch) // 2, x // 2 : (x + cw) // 2] = GREY_UV
+            self.v[y // 2 : (y + ch) // 2, x // 2 : (x + cw) // 2] = GREY_UV
+            planes: tuple[np.ndarray, ...] = ()
+            if frame is not None:
+                tw, th = fit(frame.width, frame.height, cw, ch)
+                ty, tu, tv = yuv_planes(frame.reformat(width=tw, height=th, format="yuv420p"))
+                ox, oy = x + ((cw - tw) // 2 & ~1), y + ((ch - th) // 2 & ~1)
+                self.y[oy : oy + th, ox : ox + tw] = ty
+                self.u[oy // 2 : (oy + th) // 2, ox // 2 : (ox + tw) // 2] = tu
+                self.v[oy // 2 : (oy + th) // 2, ox // 2 : (ox + tw) // 2] = tv
+                planes = (ty,)
+            self._label(name, x, y, cw, ch)
+            self._tiles[pid] = (seq, cell, planes)
+        return self.buf
+
+    def _label(self, name: str, x: int, y: int, cw: int, ch: int) -> None:
+        scale = 2 if cw >= 400 else 1
+        mask = font.render(name, scale, max(0, cw - 8 * scale))
+        mh, mw = mask.shape
+        pad = 2 * scale
+        bh, bw = (mh + 2 * pad + 1) & ~1, (mw + 2 * pad + 1) & ~1
+        by, bx = y + ch - bh, x
+        if by < y or bw <= 0:
+            return
+        self.y[by : by + bh, bx : bx + bw] = BLACK_Y
+        self.u[by // 2 : (by + bh) // 2, bx // 2 : (bx + bw) // 2] = GREY_UV
+        self.v[by // 2 : (by + bh) // 2, bx // 2 : (bx + bw) // 2] = GREY_UV
+        region = self.y[by + pad : by + pad + mh, bx + pad : bx + pad + mw]
+        region[mask[: region.shape[0], : region.shape[1]]] = 235
+
+
+class Room:
+    """The MCU of one conference on this node."""
+
+    def __init__(
+        self,
+        conference_id: str,
+        *,
+        fps: float = 25.0,
+        video_mode: str = "shared",
+        stats: LatencyStats | None = None,
+    ) -> None:
+        self.conference_id = conference_id
+        self.fps = fps
+        self.video_mode = video_mode
+        self.stats = stats
+        self.members: dict[str, Member] = {}
+        self._audio_task: asyncio.Task[None] | None = None
+        self._video_task: asyncio.Task[None] | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._encoder: Vp8Encoder | None = None
+        self._compositor: Compositor | None = None
+        self._keyframe = False
+        self._last_keyframe = 0.0
+        self._video_wakeup = asyncio.Event()
+        self.closed = False
+
+    # --- membership ---------------------------------------------------------------------------------
+    def add(self, member: Member) -> None:
+        self.members[member.pid] = member
+        if self._audio_task is None:
+            self._audio_task = asyncio.create_task(self._audio_loop(), name=f"mix-audio-{self.conference_id}")
+        if member.video_out is not None:
+            self.request_keyframe(force=True)
+            if self._video_task is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=f"mcu-{self.conference_id[-9:]}"
+                )
+                self._video_task = asyncio.create_task(
+                    self._video_loop(), name=f"mix-video-{self.conference_id}"
+                )
+        self._video_wakeup.set()
+
+    def remove(self, pid: str) -> Member | None:
+        member = self.members.pop(pid, None)
+        if member is not None:
+            for task in member.tasks:
+                task.cancel()
+            member.tasks.clear()
+            for track in (member.audio_out, member.video_out):
+                if track is not None:
+                    track.stop()
+            member.frame = None
+            member.audio_buf.clear()
+        return member
+
+    def attach_inbound(self, member: Member, track: MediaStreamTrack) -> None:
+        """Start consuming one of the member's inbound tracks."""
+        if track.kind == "audio":
+            coro = self._ingest_audio(member, track)
+        else:
+            member.sends_video = True
+            coro = self._ingest_video(member, track)
+        member.tasks.append(asyncio.create_task(coro, name=f"in-{track.kind}-{member.pid}"))
+
+    async def close(self) -> None:
+        self.closed = True
+        for pid in list(self.members):
+            self.remove(pid)
+        tasks = [t for t in (self._audio_task, self._video_task) if t is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._audio_task = self._video_task = None
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+        if self._encoder is not None:
+            self._encoder.close()
+            self._encoder = None
+        self._compositor = None
+
+    # --- audio --------------------------------------------------------------------------------------
+    async def _ingest_audio(self, member: Member, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                data = frame.to_ndarray()
+                if frame.format.is_planar or data.shape[0] > 1:
+                    mono = data.astype(np.int32).mean(axis=0)
+                else:
+                    channels = len(frame.layout.channels)
+                    mono = data.reshape(-1, channels).astype(np.int32).sum(axis=1) // channels
+                if frame.sample_rate != AUDIO_RATE:  # aiortc's Opus decoder gives 48 kHz; be safe
+                    n = int(len(mono) * AUDIO_RATE / frame.sample_rate)
+                    mono = np.interp(np.linspace(0, len(mono) - 1, n), np.arange(len(mono)), mono)
+                    mono = mono.astype(np.int32)
+                member.audio_buf.append(mono.astype(np.int32))
+                member.audio_buffered += len(mono)
+                while member.audio_buffered > AUDIO_SAMPLES * 6:  # bound the jitter: drop the oldest
+                    member.audio_buffered -= len(member.audio_buf.popleft())
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+        except Exception:  # pragma: no cover - a bad frame must not take the room down
+            log.exception("audio ingest of %s failed", member.pid)
+
+    @staticmethod
+    def _take_audio(member: Member) -> np.ndarray | None:
+        if not member.audio_primed:
+            if member.audio_buffered < 2 * AUDIO_SAMPLES:  # 40 ms head start against jitter
+                return None
+            member.audio_primed = True
+        if member.audio_buffered < AUDIO_SAMPLES:
+            member.audio_primed = False
+            return None
+        out = np.empty(AUDIO_SAMPLES, dtype=np.int32)
+        filled = 0
+        while filled < AUDIO_SAMPLES:
+            chunk = member.audio_buf[0]
+            take = min(len(chunk), AUDIO_SAMPLES - filled)
+            out[filled : filled + take] = chunk[:take]
+            filled += take
+            if take == len(chunk):
+                member.audio_buf.popleft()
+            else:
+                member.audio_buf[0] = chunk[take:]
+        member.audio_buffered -= AUDIO_SAMPLES
+        return out
+
+    def mix_once(self) -> None:
+        contributions: dict[str, np.ndarray] = {}
+        for pid, member in self.members.items():
+            chunk = self._take_audio(member)
+            if chunk is not None:
+                contributions[pid] = chunk
+        total = sum(contributions.values()) if contributions else np.zeros(AUDIO_SAMPLES, dtype=np.int32)
+        for pid, member in self.members.items():
+            if member.audio_out is None:
+                continue
+            own = contributions.get(pid)
+            mix = total - own if own is not None else total
+            out = np.clip(mix, -32768, 32767).astype(np.int16)
+            member.audio_out.push(np.repeat(out, 2).reshape(1, -1))
+
+    async def _audio_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_t = loop.time()
+        try:
+            while True:
+                self.mix_once()
+                next_t += AUDIO_PTIME
+                delay = next_t - loop.time()
+                if delay < -0.2:  # we were starved for a while: do not try to catch up
+                    next_t = loop.time()
+                    delay = 0
+                await asyncio.sleep(max(0.0, delay))
+        except asyncio.CancelledError:
+            pass
+
+    # --- video --------------------------------------------------------------------------------------
+    async def _ingest_video(self, member: Member, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                member.frame = frame
+                member.frame_seq += 1
+                member.frame_at = time.monotonic()
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+        except Exception:  # pragma: no cover
+            log.exception("video ingest of %s failed", member.pid)
+
+    def request_keyframe(self, force: bool = False) -> None:
+        """Any receiver's PLI/FIR (or a new receiver): the next shared frame is a keyframe."""
+        now = time.monotonic()
+        if force or now - self._last_keyframe >= KEYFRAME_MIN_INTERVAL:
+            self._keyframe = True
+
+    def target_bitrate(self) -> int:
+        rembs = [m.remb for m in self.members.values() if m.video_out is not None and m.remb]
+        rate = min(rembs) if rembs else DEFAULT_BITRATE
+        return max(MIN_BITRATE, min(MAX_BITRATE, rate))
+
+    def _compose_encode(
+        self,
+        sources: list[tuple[str, str, av.VideoFrame | None, int]],
+        pts: int,
+        keyframe: bool,
+        bitrate: int,
+    ) -> tuple[bytes | None, np.ndarray]:
+        if self._compositor is None:
+            self._compositor = Compositor()
+        canvas = self._compositor.compose(sources)
+        if self.video_mode != "shared":
+            return None, canvas.copy()
+        if self._encoder is None:
+            self._encoder = Vp8Encoder(CANVAS_W, CANVAS_H)
+        frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+        frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+        return self._encoder.encode(frame, keyframe, bitrate), canvas
+
+    async def _video_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.fps
+        start = loop.time()
+        next_t = start
+        last_seq: dict[str, int] = {}
+        try:
+            while True:
+                receivers = [m for m in self.members.values() if m.video_out is not None]
+                if not receivers:
+                    self._video_wakeup.clear()
+                    await self._video_wakeup.wait()
+                    next_t = loop.time()
+                    continue
+                senders = sorted(
+                    (m for m in self.members.values() if m.kind == "video" and m.sends_video),
+                    key=lambda m: (m.joined, m.pid),
+                )
+                sources = [(m.pid, m.display_name, m.frame, m.frame_seq) for m in senders]
+                fresh = [
+                    m.frame_at for m in senders if m.frame is not None and last_seq.get(m.pid) != m.frame_seq
+                ]
+                last_seq = {m.pid: m.frame_seq for m in senders}
+                keyframe, self._keyframe = self._keyframe, False
+                if keyframe:
+                    self._last_keyframe = time.monotonic()
+                pts = int((loop.time() - start) * VIDEO_CLOCK)
+                data, canvas = await loop.run_in_executor(
+                    self._executor, self._compose_encode, sources, pts, keyframe, self.target_bitrate()
+                )
+                if self.stats is not None:
+                    self.stats.composed += 1
+                if self.video_mode == "shared":
+                    if data:
+                        packet = av.Packet(data)
+                        packet.pts, packet.time_base = pts, VIDEO_TIME_BASE
+                        for m in self.members.values():
+                            if m.video_out is not None:
+                                m.video_out.push(packet, fresh)
+                else:
+                    for m in self.members.values():
+                        if m.video_out is not None:
+                            frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+                            frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+                            m.video_out.push(frame, fresh)
+                next_t += period
+                delay = next_t - loop.time()
+                if delay < -period:  # behind by more than a frame: skip instead of bursting
+                    next_t = loop.time()
+                    delay = 0.0
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # pragma: no cover
+            log.exception("video mixer of %s failed", self.conference_id)

@@ -1,0 +1,491 @@
+"""A media node: terminates participants' peer connections (aiortc) and runs one MCU room per conference.
+
+Ports follow media: while a participant's peer connection is connected the node renews its lease in
+the port ledger (state "connected"); when the connection fails or closes the node releases the port at
+once. Broker events (participant left, conference closed, outage ended) and a renew that finds the
+lease gone close the peer connection. The node registers itself in Redis (``media.registry``) and
+heartbeats every 2 s; ``begin_drain`` stops it taking new outages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
+
+from broker.secret import shared_secret
+from broker.settings import Settings
+from media import registry
+from media.errors import MediaNodeError
+from media.mixer import AudioOutTrack, LatencyStats, Member, Room, VideoOutTrack
+from quotas import keys
+
+log = logging.getLogger("backupplus.media.node")
+
+RENEW_INTERVAL_S = 2.0
+INBOUND_VIDEO_KBPS = 1000  # b=AS in the answer: what a browser may send us (we scale to 480p anyway)
+
+
+def _vp8_preferences() -> list[Any]:
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    vp8 = [c for c in caps if c.mimeType.lower() == "video/vp8"]
+    rtx = [c for c in caps if c.mimeType.lower() == "video/rtx"]
+    return vp8 + rtx
+
+
+def offered_kinds(sdp: str) -> list[str]:
+    return re.findall(r"^m=(audio|video|application)\b", sdp, flags=re.MULTILINE)
+
+
+def cap_video_bandwidth(sdp: str, kbps: int) -> str:
+    """Add b=AS / b=TIAS to every video m-section of an SDP (after its c= line, as RFC 4566 orders)."""
+    out: list[str] = []
+    in_video = False
+    for line in sdp.split("\r\n"):
+        if line.startswith("m="):
+            in_video = line.startswith("m=video")
+        elif line.startswith("b=") and in_video:
+            continue  # ours replace any
+        out.append(line)
+        if in_video and line.startswith("c="):
+            out.append(f"b=AS:{kbps}")
+            out.append(f"b=TIAS:{kbps * 1000}")
+    return "\r\n".join(out)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(eq=False)
+class Session:
+    pid: str
+    outage: str
+    conference: str
+    kind: str
+    pc: RTCPeerConnection
+    member: Member
+    connected: bool = False
+    closing: bool = False
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    hooked: list[Any] = field(default_factory=list)
+
+
+class MediaNode:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        url: str | None = None,
+        node_id: str | None = None,
+        capacity: int | None = None,
+        fps: float = 25.0,
+        video_mode: str = "shared",
+        collect_stats: bool = False,
+        ledger: Any = None,
+        connect_timeout_s: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.url = (url or settings.base_url).rstrip("/")
+        self.node_id = node_id or f"n-{secrets.token_hex(5)}"
+        self.capacity = capacity if capacity is not None else settings.media_capacity_ports
+        self.outage_ports = settings.audio_ports + settings.video_ports
+        self.fps = fps
+        self.video_mode = video_mode
+        self.stats = LatencyStats() if collect_stats else None
+        self.ledger = ledger
+        self.connect_timeout_s = connect_timeout_s or settings.admission_lease_s
+        self.redis: Any = None
+        self.secret: bytes | None = None
+        self.sessions: dict[str, Session] = {}
+        self.rooms: dict[str, Room] = {}
+        self.draining = False
+        self.stopping = False
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._publish_now = asyncio.Event()
+        self._shutdown = False
+        self._events_ready = asyncio.Event()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    async def start(self, redis: Any) -> MediaNode:
+        self.redis = redis
+        self.secret = await shared_secret(redis)
+        if self.ledger is None:
+            from quotas.ledger import PortLedger
+
+            self.ledger = PortLedger(redis)
+        await self._publish()
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name=f"media-heartbeat-{self.node_id}"),
+            asyncio.create_task(self._events_loop(), name=f"media-events-{self.node_id}"),
+            asyncio.create_task(self._renew_loop(), name=f"media-renew-{self.node_id}"),
+        ]
+        try:
+            await asyncio.wait_for(self._events_ready.wait(), 5)
+        except TimeoutError:  # pragma: no cover - Redis very slow; the loop keeps trying
+            log.warning("media node %s: events subscription not ready yet", self.node_id)
+        log.info("media node %s up at %s (capacity %d)", self.node_id, self.url, self.capacity)
+        return self
+
+    @property
+    def load(self) -> int:
+        return len(self.sessions)
+
+    def hosted_outages(self) -> set[str]:
+        return {s.outage for s in self.sessions.values()}
+
+    def fields(self) -> dict[str, Any]:
+        outages = self.hosted_outages()
+        return {
+            "url": self.url,
+            "capacity": self.capacity,
+            "load": self.load,
+            "reserved": len(outages) * self.outage_ports,
+            "outages": len(outages),
+            "state": "draining" if self.draining else "ready",
+            "started_at": self.started_at,
+            "pid": os.getpid(),
+        }
+
+    async def _publish(self) -> None:
+        await registry.publish(self.redis, self.node_id, self.fields())
+
+    def _bump(self) -> None:
+        self._publish_now.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._shutdown:
+            try:
+                await self._publish()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - Redis blip: keep going (dead to others after 5 s)
+                log.warning("media node %s heartbeat failed: %s", self.node_id, exc)
+            self._publish_now.clear()
+            # asyncio.wait, not wait_for: on 3.11 wait_for can swallow a cancel racing the event
+            waiter = asyncio.ensure_future(self._publish_now.wait())
+            try:
+                await asyncio.wait([waiter], timeout=registry.HEARTBEAT_S)
+            finally:
+                waiter.cancel()
+
+    def begin_drain(self) -> None:
+        """No new outages from now on; running calls continue."""
+        if not self.draining:
+            self.draining = True
+            log.info("media node %s draining (%d sessions)", self.node_id, len(self.sessions))
+            self._bump()
+
+    async def drain(self, timeout: float) -> bool:
+        """Drain, waiting until every call has ended or ``timeout``; True when none is left."""
+        self.begin_drain()
+        deadline = time.monotonic() + timeout
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        return not self.sessions
+
+    async def stop(self, *, release_state: str | None = "failed", unregister: bool = True) -> None:
+        """Close every peer connection (releasing its port), stop the loops, leave the registry."""
+        self.stopping = True
+        self.draining = True
+        self._shutdown = True
+        self._publish_now.set()
+        await asyncio.gather(
+            *(self.close_participant(pid, release=release_state, reason="node_stopping") for pid in list(self.sessions)),
+            return_exceptions=True,
+        )
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for task in list(self._side_tasks):
+            task.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        for room in list(self.rooms.values()):
+            await room.close()
+        self.rooms.clear()
+        if unregister and self.redis is not None:
+            try:
+                await registry.unregister(self.redis, self.node_id)
+            except Exception as exc:  # pragma: no cover
+                log.warning("media node %s: unregister failed: %s", self.node_id, exc)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+        return task
+
+    # --- offers ------------------------------------------------------------------------------------
+    async def handle_offer(self, participant: dict[str, Any], sdp: str, sdp_type: str = "offer") -> dict[str, str]:
+        """Answer a participant's offer (non-trickle: the answer carries every local candidate)."""
+        if sdp_type != "offer":
+            raise MediaNodeError("bad_offer", f"expected an offer, got {sdp_type!r}", status=400)
+        try:
+            pid = str(participant["id"])
+            outage = str(participant["outage"])
+            conference = str(participant["conference"])
+        except KeyError as exc:
+            raise MediaNodeError("bad_participant", f"missing {exc}", status=400) from None
+        kind = "video" if participant.get("kind") == "video" else "audio"
+        name = str(participant.get("display_name") or pid)
+        if self.stopping:
+            raise MediaNodeError("node_stopping", status=503)
+        hosted = outage in self.hosted_outages()
+        if not hosted and self.draining:
+            raise MediaNodeError("draining", "this media node takes no new conferences", status=503)
+        if not hosted and (len(self.hosted_outages()) + 1) * self.outage_ports > self.capacity:
+            raise MediaNodeError("node_full", "no room for another outage", status=503)
+        old = self.sessions.get(pid)
+        if old is not None:  # a new offer from the same participant replaces its connection
+            await self.close_participant(pid, release=None, reason="replaced")
+
+        kinds = offered_kinds(sdp)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        room = self.rooms.get(conference)
+        if room is None or room.closed:
+            room = Room(conference, fps=self.fps, video_mode=self.video_mode, stats=self.stats)
+            self.rooms[conference] = room
+        member = Member(pid=pid, display_name=name, kind=kind)
+        session = Session(pid=pid, outage=outage, conference=conference, kind=kind, pc=pc, member=member)
+        self.sessions[pid] = session
+        self._bump()
+        try:
+            if "audio" in kinds:
+                member.audio_out = AudioOutTrack()
+                pc.addTransceiver(member.audio_out, direction="sendrecv")
+            if "video" in kinds:
+                if kind == "video":
+                    member.video_out = VideoOutTrack(room)
+                    transceiver = pc.addTransceiver(member.video_out, direction="sendrecv")
+                else:  # audio participants get no video: the m-line is answered inactive
+                    transceiver = pc.addTransceiver("video", direction="inactive")
+                transceiver.setCodecPreferences(_vp8_preferences())
+                if kind == "video":
+                    self._hook_sender(session, transceiver.sender, member.video_out)
+            room.add(member)
+
+            @pc.on("track")
+            def on_track(track: MediaStreamTrack) -> None:
+                wanted = track.kind == "audio" or (kind == "video" and not member.sends_video)
+                if wanted and not any(t.get_name() == f"in-{track.kind}-{pid}" for t in member.tasks):
+                    room.attach_inbound(member, track)
+                else:  # anything else we were sent: consume and drop so that nothing piles up
+                    member.tasks.append(asyncio.create_task(_discard(track), name=f"discard-{pid}"))
+
+            @pc.on("connectionstatechange")
+            async def on_state() -> None:
+                state = pc.connectionState
+                if session.closing:
+                    return
+                if state == "connected" and not session.connected:
+                    session.connected = True
+                    self._spawn(self._renew_one(session), name=f"renew-first-{pid}")
+                elif state in ("failed", "closed"):
+                    self._spawn(
+                        self.close_participant(
+                            pid, release="failed" if state == "failed" else "left", reason=f"pc_{state}",
+                            session=session,
+                        ),
+                        name=f"close-{pid}",
+                    )
+
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)  # gathers every host candidate (non-trickle)
+        except MediaNodeError:
+            await self.close_participant(pid, release=None, reason="bad_offer", session=session)
+            raise
+        except Exception as exc:
+            await self.close_participant(pid, release=None, reason="bad_offer", session=session)
+            raise MediaNodeError("bad_offer", f"{type(exc).__name__}: {exc}", status=400) from None
+        if session.closing:
+            raise MediaNodeError("closed", "the participant was closed while negotiating", status=409)
+        session.tasks.append(
+            asyncio.create_task(self._connect_deadline(session), name=f"connect-deadline-{pid}")
+        )
+        local = pc.localDescription
+        return {"type": local.type, "sdp": cap_video_bandwidth(local.sdp, INBOUND_VIDEO_KBPS)}
+
+    def _hook_sender(self, session: Session, sender: RTCRtpSender, track: VideoOutTrack | None) -> None:
+        """Route a receiver's PLI/FIR and REMB to the room's shared encoder; probe latency if asked."""
+        member = session.member
+        room = self.rooms[session.conference]
+        if self.video_mode == "shared":
+            sender._send_keyframe = room.request_keyframe  # type: ignore[method-assign]
+            orig_rtcp = sender._handle_rtcp_packet
+
+            async def handle_rtcp(packet: Any) -> None:
+                if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                    try:
+                        bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                        if sender._ssrc in ssrcs:
+                            member.remb = bitrate
+                    except ValueError:
+                        pass
+                await orig_rtcp(packet)
+
+            sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
+            session.hooked.append((sender, "_send_keyframe"))
+            session.hooked.append((sender, "_handle_rtcp_packet"))
+        stats = self.stats
+        if stats is not None and track is not None:
+            orig_next = sender._next_encoded_frame
+            pid = session.pid
+
+            async def next_encoded(codec: Any) -> Any:
+                enc = await orig_next(codec)
+                if enc is not None:
+                    now = time.monotonic()
+                    for t in track.last_sources:
+                        stats.samples.append(now - t)
+                    track.last_sources = []
+                    stats.sent[pid] = stats.sent.get(pid, 0) + 1
+                return enc
+
+            sender._next_encoded_frame = next_encoded  # type: ignore[method-assign]
+            session.hooked.append((sender, "_next_encoded_frame"))
+
+    async def _connect_deadline(self, session: Session) -> None:
+        await asyncio.sleep(self.connect_timeout_s)
+        if not session.connected and not session.closing:
+            await self.close_participant(session.pid, release="failed", reason="connect_timeout", session=session)
+
+    # --- closing -----------------------------------------------------------------------------------
+    async def close_participant(
+        self, pid: str, *, release: str | None, reason: str, session: Session | None = None
+    ) -> None:
+        """Close a participant's peer connection; ``release`` = final state for the ledger, or None when
+        the broker already freed the port (events, lease gone)."""
+        session = session or self.sessions.get(pid)
+        if session is None:
+            return
+        if session.closing:
+            await session.closed.wait()
+            return
+        session.closing = True
+        log.info("media node %s: closing %s (%s)", self.node_id, pid, reason)
+        try:
+            if self.sessions.get(pid) is session:
+                del self.sessions[pid]
+            if release is not None and self.ledger is not None:
+                try:
+                    await self.ledger.release(session.outage, pid, final_state=release)
+                except Exception as exc:
+                    log.warning("release of %s failed: %s", pid, exc)
+            current = asyncio.current_task()
+            for task in session.tasks:
+                if task is not current:
+                    task.cancel()
+            room = self.rooms.get(session.conference)
+            if room is not None:
+                room.remove(pid)
+                if not room.members:
+                    self.rooms.pop(session.conference, None)
+                    await room.close()
+            try:
+                await asyncio.wait_for(session.pc.close(), 5)
+            except Exception as exc:  # pragma: no cover
+                log.warning("closing the peer connection of %s: %s", pid, exc)
+            for obj, attr in session.hooked:
+                obj.__dict__.pop(attr, None)
+            session.hooked.clear()
+            session.member.tasks.clear()
+            self._bump()
+        finally:
+            session.closed.set()
+
+    async def close_where(self, *, outage: str | None = None, conference: str | None = None,
+                          pids: list[str] | None = None, reason: str) -> int:
+        targets = set(pids or [])
+        for pid, s in self.sessions.items():
+            if (outage and s.outage == outage) or (conference and s.conference == conference):
+                targets.add(pid)
+        targets &= set(self.sessions)
+        await asyncio.gather(*(self.close_participant(p, release=None, reason=reason) for p in targets))
+        return len(targets)
+
+    # --- leases ------------------------------------------------------------------------------------
+    async def _renew_one(self, session: Session) -> None:
+        if session.closing:
+            return
+        ttl_ms = int(self.settings.media_lease_s * 1000)
+        try:
+            result = await self.ledger.renew(session.outage, session.pid, ttl_ms, state="connected")
+        except Exception as exc:
+            log.warning("renew of %s failed: %s", session.pid, exc)
+            return
+        if result is None and not session.closing:
+            await self.close_participant(session.pid, release=None, reason="lease_gone", session=session)
+
+    async def _renew_loop(self) -> None:
+        while not self._shutdown:
+            await asyncio.sleep(RENEW_INTERVAL_S)
+            live = [s for s in self.sessions.values() if s.connected and not s.closing]
+            if live:
+                await asyncio.gather(*(self._renew_one(s) for s in live), return_exceptions=True)
+
+    # --- events ------------------------------------------------------------------------------------
+    async def _events_loop(self) -> None:
+        while not self._shutdown:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(keys.EVENTS)
+                self._events_ready.set()
+                while not self._shutdown:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg and msg.get("type") == "message":
+                        await self._on_event(_s(msg["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("media node %s: events subscription lost (%s); resubscribing", self.node_id, exc)
+                await asyncio.sleep(0.5)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # pragma: no cover
+                    pass
+
+    async def _on_event(self, raw: str) -> None:
+        try:
+            event = json.loads(raw)
+        except ValueError:
+            return
+        kind = event.get("type")
+        pids = [str(p) for p in event.get("participants") or [] if isinstance(p, str)]
+        if kind == "participant_left" and event.get("participant"):
+            pids.append(str(event["participant"]))
+            self._spawn(self.close_where(pids=pids, reason="participant_left"), name="event-left")
+        elif kind == "conference_closed":
+            self._spawn(
+                self.close_where(conference=event.get("conference"), pids=pids, reason="conference_closed"),
+                name="event-conference",
+            )
+        elif kind == "outage_ended":
+            self._spawn(
+                self.close_where(outage=event.get("outage"), pids=pids, reason=f"outage_{event.get('state')}"),
+                name="event-outage",
+            )
+
+
+async def _discard(track: MediaStreamTrack) -> None:
+    try:
+        while True:
+            await track.recv()
+    except (MediaStreamError, asyncio.CancelledError):
+        pass

@@ -1,0 +1,266 @@
+"""aiortc test clients for the media plane (tests and the benchmark): tone and colour senders, a
+pre-encoded packet sender, and a client that records what it receives. Not used in production."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+AUDIO_RATE = 48000
+VIDEO_TB = fractions.Fraction(1, 90000)
+
+# Distinct, saturated colours as (Y, U, V), and a tone per participant.
+COLOURS = {
+    "red": (81, 90, 240),
+    "green": (145, 54, 34),
+    "blue": (41, 240, 110),
+    "yellow": (210, 16, 146),
+}
+
+
+class ToneTrack(MediaStreamTrack):
+    """A sine tone, 20 ms s16 stereo frames paced in real time."""
+
+    kind = "audio"
+
+    def __init__(self, freq: float, amplitude: int = 8000) -> None:
+        super().__init__()
+        self.freq = freq
+        self.amplitude = amplitude
+        self._n = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n * 960 / AUDIO_RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        t = (np.arange(960) + self._n * 960) / AUDIO_RATE
+        mono = (self.amplitude * np.sin(2 * np.pi * self.freq * t)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(np.repeat(mono, 2).reshape(1, -1), format="s16", layout="stereo")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._n * 960
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        self._n += 1
+        return frame
+
+
+class ColourTrack(MediaStreamTrack):
+    """A solid-colour picture of any size (e.g. 1280x720), at ``fps``."""
+
+    kind = "video"
+
+    def __init__(self, yuv: tuple[int, int, int], width: int = 1280, height: int = 720, fps: float = 10) -> None:
+        super().__init__()
+        self.width, self.height, self.fps = width, height, fps
+        y, u, v = yuv
+        buf = np.empty((height * 3 // 2, width), dtype=np.uint8)
+        buf[:height] = y
+        buf[height : height * 5 // 4] = u
+        buf[height * 5 // 4 :] = v
+        self._buf = buf
+        self._n = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n / self.fps - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = av.VideoFrame.from_ndarray(self._buf, format="yuv420p")
+        frame.pts = int(self._n * 90000 / self.fps)
+        frame.time_base = VIDEO_TB
+        self._n += 1
+        return frame
+
+
+def pre_encode_vp8(width: int, height: int, frames: int, fps: float, seed: int = 0,
+                   bitrate: int = 500_000) -> list[bytes]:
+    """A moving-texture clip encoded once (first frame a keyframe, then one every ``frames``)."""
+    rng = np.random.default_rng(seed)
+    codec: Any = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.bit_rate = bitrate
+    codec.time_base = fractions.Fraction(1, int(fps))
+    codec.gop_size = frames
+    codec.options = {"deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0"}
+    base = rng.integers(0, 255, size=(height * 3 // 2 + 64, width + 64), dtype=np.uint8)
+    out = []
+    for i in range(frames):
+        shift = (i * 3) % 64
+        buf = np.ascontiguousarray(base[shift : shift + height * 3 // 2, shift : shift + width])
+        frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
+        frame.pts = i
+        if i == 0:
+            frame.pict_type = av.video.frame.PictureType.I
+        out.append(b"".join(bytes(p) for p in codec.encode(frame)))
+    return out
+
+
+class PacketTrack(MediaStreamTrack):
+    """Loops a pre-encoded VP8 clip as ``av.Packet`` (the sender only packetises: cheap clients)."""
+
+    kind = "video"
+
+    def __init__(self, packets: list[bytes], fps: float) -> None:
+        super().__init__()
+        self.packets, self.fps = packets, fps
+        self._n = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n / self.fps - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        packet = av.Packet(self.packets[self._n % len(self.packets)])
+        packet.pts = int(self._n * 90000 / self.fps)
+        packet.time_base = VIDEO_TB
+        self._n += 1
+        return packet
+
+
+OfferFn = Callable[[dict[str, Any], str, str], Awaitable[dict[str, str]]]
+
+
+class Client:
+    """One participant's browser stand-in: sends what it is given, records what it receives."""
+
+    def __init__(self, participant: dict[str, Any], *, audio: MediaStreamTrack | None = None,
+                 video: MediaStreamTrack | None = None, want_video: bool = True, decode_video: bool = True,
+                 keep_audio_s: float = 2.0) -> None:
+        self.participant = participant
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.audio_chunks: deque[np.ndarray] = deque(maxlen=int(keep_audio_s * 50))
+        self.video_frames = 0
+        self.video_first_at: float | None = None
+        self.video_last_at: float | None = None
+        self.max_height = 0
+        self.last_frame: av.VideoFrame | None = None
+        self.audio_tracks = 0
+        self.video_tracks = 0
+        self.answer_sdp = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self.pc.addTransceiver(audio or "audio", direction="sendrecv" if audio else "recvonly")
+        if video is not None or want_video:
+            self.pc.addTransceiver(video or "video", direction="sendrecv" if video else "recvonly")
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self.audio_tracks += 1
+            self._tasks.append(asyncio.create_task(self._read_audio(track)))
+        else:
+            self.video_tracks += 1
+            self._tasks.append(asyncio.create_task(self._read_video(track)))
+
+    async def _read_audio(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                data = frame.to_ndarray().reshape(-1, 2).astype(np.int32).mean(axis=1)
+                self.audio_chunks.append(data)
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+
+    async def _read_video(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                self.video_frames += 1
+                self.video_first_at = self.video_first_at or now
+                self.video_last_at = now
+                self.max_height = max(self.max_height, frame.height)
+                self.last_frame = frame
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+
+    async def connect(self, offer_fn: OfferFn) -> None:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await offer_fn(self.participant, self.pc.localDescription.sdp, "offer")
+        self.answer_sdp = answer["sdp"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+    async def wait_connected(self, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while self.pc.connectionState != "connected":
+            if time.monotonic() > deadline or self.pc.connectionState in ("failed", "closed"):
+                raise TimeoutError(f"{self.participant['id']}: {self.pc.connectionState}")
+            await asyncio.sleep(0.05)
+
+    def audio_spectrum(self, seconds: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(frequencies, magnitudes) of the last ``seconds`` of received audio."""
+        chunks = list(self.audio_chunks)[-int(seconds * 50) :]
+        if not chunks:
+            return np.zeros(1), np.zeros(1)
+        sig = np.concatenate(chunks).astype(float)
+        mag = np.abs(np.fft.rfft(sig * np.hanning(len(sig)))) / len(sig)
+        return np.fft.rfftfreq(len(sig), 1 / AUDIO_RATE), mag
+
+    def tone_level(self, freq: float, seconds: float = 1.0) -> float:
+        freqs, mag = self.audio_spectrum(seconds)
+        band = (freqs > freq - 15) & (freqs < freq + 15)
+        return float(mag[band].max()) if band.any() else 0.0
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pc.close()
+
+
+def frame_has_colour(frame: av.VideoFrame, yuv: tuple[int, int, int], tol: int = 28, min_fraction: float = 0.01) -> bool:
+    """Whether at least ``min_fraction`` of the picture is close to the colour ``yuv``."""
+    f = frame.reformat(format="yuv420p")
+    arr = f.to_ndarray()
+    h, w = f.height, f.width
+    y = arr[:h:2, ::2].astype(int)[: h // 2, : w // 2]
+    u = arr[h : h * 5 // 4].reshape(h // 2, w // 2).astype(int)
+    v = arr[h * 5 // 4 :].reshape(h // 2, w // 2).astype(int)
+    close = (abs(y - yuv[0]) < tol) & (abs(u - yuv[1]) < tol) & (abs(v - yuv[2]) < tol)
+    return bool(close.mean() >= min_fraction)
+
+
+async def seed_conference(ledger: Any, audio: int = 8, video: int = 10) -> tuple[str, str]:
+    """An active outage with one conference, written through the port ledger (as the broker does)."""
+    from broker import ids
+
+    oid = ids.new_outage_id()
+    cid = ids.new_conference_id(oid)
+    await ledger.open_outage(oid, {"id": oid, "state": "active"}, audio, video)
+    from quotas import keys
+
+    await ledger.redis.sadd(keys.ACTIVE_OUTAGES, oid)  # as the broker does: the lease sweeper walks it
+    assert await ledger.add_conference(oid, cid, {"id": cid, "outage": oid, "title": "test"}, 0, 0) == "ok"
+    return oid, cid
+
+
+async def admit(ledger: Any, oid: str, cid: str, name: str, kind: str = "video", ttl_ms: int = 30_000) -> dict[str, Any]:
+    """Admits a participant (one port) and returns the participant doc the router is given."""
+    from broker import ids
+
+    pid = ids.new_participant_id(oid)
+    doc = {"id": pid, "conference": cid, "outage": oid, "display_name": name}
+    res = await ledger.admit(oid, cid, pid, kind, True, ttl_ms, doc)
+    if res.status != "granted":
+        raise RuntimeError(f"admit {name}: {res}")
+    return {**doc, "kind": res.kind, "requested_kind": kind, "state": "admitted"}
