@@ -23,7 +23,7 @@ class Settings(BaseModel):
     video_ports: int = 10
     max_video_height: int = 480
     # Leases: admitted but not connected -> port back within admission_lease_s; media renews live ones.
-    admission_lease_s: float = 30.0
+    admission_lease_s: float = 25.0  # + one sweep interval: the port is back within 30 s
     media_lease_s: float = 8.0
     sweep_interval_s: float = 2.0
     max_body_bytes: int = 64 * 1024
