@@ -31,12 +31,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from broker.redisproc import free_port  # noqa: E402
+from broker.redisproc import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
     "--disable-sync",
 ]
 TARGET_MS = 1500
@@ -60,7 +66,10 @@ def _start_server(token: str, state_dir: Path) -> tuple[subprocess.Popen[bytes],
     log = (state_dir / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "broker.cli", "serve", "--port", str(port), "--state-dir", str(state_dir)],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
     )
     api = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -82,16 +91,42 @@ def _conference(api: str, token: str) -> str:
     today = date.today()
     number = f"BENCH-{os.getpid()}-{int(time.time())}"
     serial = f"{number}-MCU"
-    _call(api, token, "PUT", f"/v1/contracts/{number}", {
-        "number": number, "client": {"company": "Benchmark"}, "start_date": str(today - timedelta(days=10)),
-        "term_years": 1, "status": "active",
-        "equipment": [{"serial": serial, "brand": "Poly", "model": "RMX", "kind": "video_bridge",
-                       "warranty_until": str(today + timedelta(days=300))}],
-    })
-    outage = _call(api, token, "POST", "/v1/outages", {
-        "contract": number, "serial": serial, "ticket": {"priority": "urgent", "site": "bench", "contact": "bench"},
-    })
-    conf = _call(api, token, "POST", f"/v1/outages/{outage['id']}/conferences", {"title": "Join-time benchmark"})
+    _call(
+        api,
+        token,
+        "PUT",
+        f"/v1/contracts/{number}",
+        {
+            "number": number,
+            "client": {"company": "Benchmark"},
+            "start_date": str(today - timedelta(days=10)),
+            "term_years": 1,
+            "status": "active",
+            "equipment": [
+                {
+                    "serial": serial,
+                    "brand": "Poly",
+                    "model": "RMX",
+                    "kind": "video_bridge",
+                    "warranty_until": str(today + timedelta(days=300)),
+                }
+            ],
+        },
+    )
+    outage = _call(
+        api,
+        token,
+        "POST",
+        "/v1/outages",
+        {
+            "contract": number,
+            "serial": serial,
+            "ticket": {"priority": "urgent", "site": "bench", "contact": "bench"},
+        },
+    )
+    conf = _call(
+        api, token, "POST", f"/v1/outages/{outage['id']}/conferences", {"title": "Join-time benchmark"}
+    )
     return str(conf["join_url"])
 
 
@@ -123,15 +158,17 @@ def run(api: str, token: str, joins: int, peer: bool) -> dict[str, Any]:
             page.wait_for_selector("body[data-first-frame]", state="attached", timeout=30000)
             wall = (time.perf_counter() - t0) * 1000
             marks = page.evaluate(MARKS_JS)
-            results.append({
-                "first_frame_ms": marks["bp-first-remote-frame"],
-                "admitted_ms": marks["bp-admitted"],
-                "answer_ms": marks["bp-answer"],
-                "join_start_ms": marks["bp-join-start"],
-                "media_ms": marks["bp-media"],
-                "ice_ms": marks["bp-ice"],
-                "wall_ms": wall,
-            })
+            results.append(
+                {
+                    "first_frame_ms": marks["bp-first-remote-frame"],
+                    "admitted_ms": marks["bp-admitted"],
+                    "answer_ms": marks["bp-answer"],
+                    "join_start_ms": marks["bp-join-start"],
+                    "media_ms": marks["bp-media"],
+                    "ice_ms": marks["bp-ice"],
+                    "wall_ms": wall,
+                }
+            )
             page.click("#leave")
             page.wait_for_selector('body[data-state="idle"]', state="attached", timeout=10000)
             ctx.close()
@@ -186,13 +223,17 @@ def main() -> int:
         print(json.dumps(out, indent=2))
     else:
         for i, r in enumerate(out["joins"]):
-            print(f"join {i + 1}: first remote frame {r['first_frame_ms']:.0f} ms "
-                  f"(script {r['join_start_ms']:.0f}, admitted {r['admitted_ms']:.0f}, media {r['media_ms']:.0f}, "
-                  f"ICE {r['ice_ms']:.0f}, answer {r['answer_ms']:.0f} ms; wall {r['wall_ms']:.0f} ms)")
+            print(
+                f"join {i + 1}: first remote frame {r['first_frame_ms']:.0f} ms "
+                f"(script {r['join_start_ms']:.0f}, admitted {r['admitted_ms']:.0f}, media {r['media_ms']:.0f}, "
+                f"ICE {r['ice_ms']:.0f}, answer {r['answer_ms']:.0f} ms; wall {r['wall_ms']:.0f} ms)"
+            )
         verdict = "OK" if out["p50_first_frame_ms"] <= TARGET_MS else "OVER TARGET"
-        print(f"p50 open-link -> first remote frame: {out['p50_first_frame_ms']:.0f} ms "
-              f"(min {out['min_first_frame_ms']:.0f}, max {out['max_first_frame_ms']:.0f}; "
-              f"target <= {TARGET_MS} ms: {verdict})")
+        print(
+            f"p50 open-link -> first remote frame: {out['p50_first_frame_ms']:.0f} ms "
+            f"(min {out['min_first_frame_ms']:.0f}, max {out['max_first_frame_ms']:.0f}; "
+            f"target <= {TARGET_MS} ms: {verdict})"
+        )
     return 0
 
 

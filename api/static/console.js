@@ -355,6 +355,7 @@ function updateCard(card, o) {
   setMeter(q(root, "o-audio"), q(root, "o-audio-label"), "usage_audio", use.audio, cap.audio);
   const active = o.state === "active";
   q(root, "o-actions").hidden = !active;
+  q(root, "usage").hidden = !active;
   q(root, "o-new-conf").hidden = !active;
   const ext = q(root, "o-extend").elements.window_ends_at;
   if (o.window_ends_at && document.activeElement !== ext) {
@@ -381,7 +382,10 @@ function renderDeadline(dl, iso, active, isDeadline) {
   const overdue = active && isDeadline && left < 0;
   dl.classList.toggle("overdue", overdue);
   dl.classList.toggle("soon", active && isDeadline && left >= 0 && left < 3600000);
-  if (left >= 0) setText(dd, "due_in", { when, left: fmtDuration(left) });
+  if (!active) {
+    setText(dd, null);
+    dd.textContent = when; // over: the date alone, no countdown
+  } else if (left >= 0) setText(dd, "due_in", { when, left: fmtDuration(left) });
   else if (overdue) setText(dd, "overdue_by", { when, left: fmtDuration(-left) });
   else setText(dd, "passed", { when });
 }
@@ -485,8 +489,15 @@ function updateConf(c, conf) {
     }
     const [nameTd, kindTd, stateTd, actTd] = row.children;
     nameTd.textContent = p.display_name || "—";
-    setText(kindTd, p.kind === "audio" ? "kind_audio_short" : "kind_video_short");
-    stateTd.textContent = p.state || "";
+    setText(kindTd, null);
+    kindTd.textContent = t(p.kind === "audio" ? "kind_audio_short" : "kind_video_short") +
+      (p.requested_kind && p.requested_kind !== p.kind ? ` (${t("downgraded_short")})` : "");
+    const stateKey = `pstate_${p.state}`;
+    if (t(stateKey) !== stateKey) setText(stateTd, stateKey);
+    else {
+      setText(stateTd, null);
+      stateTd.textContent = p.state || "";
+    }
     const btn = actTd.querySelector("button");
     btn.hidden = GONE_STATES.has(p.state);
     btn.setAttribute("aria-label", t("remove_label", { name: p.display_name || p.id }));

@@ -14,6 +14,7 @@ const body = document.body;
 const conferenceId = body.dataset.conference;
 const hotline = body.dataset.hotline || "";
 const videoPorts = Number(body.dataset.videoPorts) || 10;
+const audioPorts = Number(body.dataset.audioPorts) || 8;
 const maxHeight = Number(body.dataset.maxVideoHeight) || 480;
 // The join token is the last path segment of the join link (never copied into another URL).
 const token = decodeURIComponent(location.pathname.replace(/\/+$/, "").split("/").pop() || "");
@@ -32,7 +33,7 @@ const el = {
 };
 
 const ICE_GATHER_TIMEOUT_MS = 2500;
-const DISCONNECT_GRACE_MS = 3000;
+const DISCONNECT_GRACE_MS = 2000;
 const POLL_CONNECTED_MS = 3000;
 const POLL_IDLE_MS = 15000;
 const MAX_BACKOFF_MS = 15000;
@@ -173,8 +174,17 @@ async function setLocalTrack(kind, track) {
   if (kind === "audio") startMicMeter();
 }
 
-/** Make the local tracks match a kind: video needs camera + mic, audio only the mic. */
-async function ensureMedia(kind) {
+let mediaChain = Promise.resolve();
+
+/** Make the local tracks match a kind: video needs camera + mic, audio only the mic.
+ * Serialised: two overlapping calls would open the devices twice. */
+function ensureMedia(kind) {
+  const run = mediaChain.then(() => ensureMediaNow(kind));
+  mediaChain = run.catch(() => {});
+  return run;
+}
+
+async function ensureMediaNow(kind) {
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     deviceError("device_missing");
     return;
@@ -209,7 +219,7 @@ async function ensureMedia(kind) {
   }
   if (problem) deviceError(mediaErrorKey(problem), { detail: problem.name || String(problem) });
   else deviceError(null);
-  await listDevices();
+  listDevices(); // not awaited: enumerateDevices can be slow and nothing waits for the lists
 }
 
 async function listDevices() {
@@ -345,17 +355,40 @@ function closePc() {
   }
 }
 
-function waitIceGathering(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
+/**
+ * Non-trickle offer: resolve once the candidates the media node can use are in the local
+ * description. The media node (aiortc/aioice) pairs UDP candidates only, and Chromium gathers all
+ * of its UDP host candidates within a few ms but its TCP ones ~150 ms later: so "gathering complete",
+ * or the first TCP candidate after UDP ones, or 60 ms without a new UDP candidate, whichever first
+ * (capped). Listen before setLocalDescription so that no candidate is missed.
+ */
+function waitIceCandidates(pc) {
   return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
+    let udp = 0;
+    let quiet = null;
+    const finish = () => {
+      clearTimeout(quiet);
+      clearTimeout(cap);
+      pc.removeEventListener("icecandidate", onCandidate);
+      pc.removeEventListener("icegatheringstatechange", onState);
       resolve();
     };
-    const check = () => { if (pc.iceGatheringState === "complete") done(); };
-    const timer = setTimeout(done, ICE_GATHER_TIMEOUT_MS);
-    pc.addEventListener("icegatheringstatechange", check);
+    const onCandidate = (ev) => {
+      if (!ev.candidate || !ev.candidate.candidate) return finish();
+      const c = ev.candidate;
+      const isUdp = (c.protocol || "").toLowerCase() === "udp" || / udp /i.test(c.candidate);
+      if (isUdp) {
+        udp += 1;
+        clearTimeout(quiet);
+        quiet = setTimeout(finish, 60);
+      } else if (udp > 0) {
+        finish();
+      }
+    };
+    const onState = () => { if (pc.iceGatheringState === "complete") finish(); };
+    const cap = setTimeout(finish, ICE_GATHER_TIMEOUT_MS);
+    pc.addEventListener("icecandidate", onCandidate);
+    pc.addEventListener("icegatheringstatechange", onState);
   });
 }
 
@@ -374,11 +407,9 @@ async function admit() {
   else notice(null);
 }
 
-async function negotiate(runId) {
+/** A peer connection with our tracks for `kind` and a complete (non-trickle) offer. */
+async function prepareOffer(kind) {
   closePc();
-  await ensureMedia(session.kind);
-  if (runId !== session.runId) return;
-  performance.mark("bp-media");
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
   const gen = ++session.pcGen;
   session.pc = pc;
@@ -386,16 +417,30 @@ async function negotiate(runId) {
   const video = currentTrack("video");
   if (audio) pc.addTransceiver(audio, { direction: "sendrecv", streams: [local.stream] });
   else pc.addTransceiver("audio", { direction: "recvonly" });
-  if (session.kind === "video") {
+  if (kind === "video") {
     if (video) pc.addTransceiver(video, { direction: "sendrecv", streams: [local.stream] });
     else pc.addTransceiver("video", { direction: "recvonly" });
   }
   pc.ontrack = attachRemote;
   pc.onconnectionstatechange = () => onPcState(pc, gen);
+  const gathered = waitIceCandidates(pc);
   await pc.setLocalDescription(await pc.createOffer());
-  await waitIceGathering(pc);
+  await gathered;
   performance.mark("bp-ice");
-  if (gen !== session.pcGen) return;
+  return { pc, gen, kind };
+}
+
+/** Offer → answer for the current participant; reuses `prepared` when it fits the granted kind. */
+async function negotiate(runId, prepared = null) {
+  await ensureMedia(session.kind);
+  if (runId !== session.runId) return;
+  performance.mark("bp-media");
+  let offer = prepared;
+  const usable = offer && offer.gen === session.pcGen && offer.kind === session.kind &&
+    offer.pc.signalingState === "have-local-offer";
+  if (!usable) offer = await prepareOffer(session.kind);
+  const { pc, gen } = offer;
+  if (runId !== session.runId || gen !== session.pcGen) return;
   const answer = await api("POST", `/v1/participants/${enc(session.participantId)}/offer`, {
     token,
     body: { type: "offer", sdp: pc.localDescription.sdp },
@@ -425,7 +470,7 @@ function onPcState(pc, gen) {
     session.disconnectTimer = setTimeout(() => {
       if (gen === session.pcGen && pc.connectionState !== "connected") reconnect();
     }, DISCONNECT_GRACE_MS);
-  } else if (s === "failed") {
+  } else if (s === "failed" || s === "closed") {
     reconnect();
   }
 }
@@ -458,20 +503,33 @@ async function connect({ immediate = true } = {}) {
     if (!session.participantId && !session.everConnected) status("st_joining");
     else status(session.everConnected ? "st_reconnecting_now" : "st_retrying_now");
     try {
+      let prepared = null;
       if (!session.participantId) {
-        // Start the camera while the broker admits us: both take a few hundred ms.
-        const media = ensureMedia(session.requestedKind).catch(() => {});
-        await admit();
-        await media;
+        // While the broker admits us: start the camera and prepare the offer for the kind we
+        // asked for (used as is unless we are downgraded). Each takes some 100 ms.
+        const admitted = admit();
+        admitted.catch(() => {}); // handled below; avoid an unhandled rejection meanwhile
+        const ahead = ensureMedia(session.requestedKind)
+          .then(() => (runId === session.runId ? prepareOffer(session.requestedKind) : null))
+          .catch(() => null);
+        await admitted;
+        prepared = await ahead;
       }
       if (runId !== session.runId) return;
-      await negotiate(runId);
+      await negotiate(runId, prepared);
       return; // the peer connection's state takes it from here
     } catch (err) {
       if (runId !== session.runId) return;
       const outcome = classify(err);
       if (outcome === "readmit") {
-        // The lease is gone: admit again (at once the first time, then with backoff).
+        // The lease is gone. Removed on purpose (the hotline, or our own leave): stay out.
+        // Lapsed (node died: "expired") or media failed ("failed"): admit again, at once the
+        // first time, then with backoff.
+        if (session.participantId && (await wasRemoved(session.participantId))) {
+          if (runId === session.runId) removed();
+          return;
+        }
+        if (runId !== session.runId) return;
         session.participantId = null;
         session.kind = null;
         session.attempts += 1;
@@ -501,6 +559,27 @@ function classify(err) {
   return "retry"; // 0 (network), 503 no_media_node, 5xx
 }
 
+async function wasRemoved(participantId) {
+  try {
+    const p = await api("GET", `/v1/participants/${enc(participantId)}`, { token });
+    return p.state === "left";
+  } catch {
+    return false;
+  }
+}
+
+function removed() {
+  session.runId++;
+  closePc();
+  session.participantId = null;
+  session.kind = null;
+  clearRemote();
+  notice(null);
+  setState("idle");
+  status("st_removed");
+  renderPreview();
+}
+
 function reconnect() {
   if (session.leaving || endedForGood) return;
   if (body.dataset.state === "refused") return;
@@ -509,6 +588,7 @@ function reconnect() {
 }
 
 function fatal(err) {
+  session.runId++;
   closePc();
   session.participantId = null;
   setState("idle");
@@ -522,6 +602,7 @@ function clearRefusedTimer() {
 }
 
 function refused(err) {
+  session.runId++;
   closePc();
   session.participantId = null;
   session.kind = null;
@@ -532,6 +613,9 @@ function refused(err) {
   const inUse = Number(p.in_use);
   if (Number.isFinite(capacity) && Number.isFinite(inUse) && inUse < capacity) {
     setText(el.refusedWhy, "refused_why_reserved");
+  } else if (session.requestedKind === "video") {
+    // A video request falls back to audio: refused means both kinds are full.
+    setText(el.refusedWhy, "refused_why_all", { video: videoPorts, audio: audioPorts });
   } else {
     setText(el.refusedWhy, "refused_why", {
       in_use: Number.isFinite(inUse) ? inUse : "?",
@@ -539,7 +623,7 @@ function refused(err) {
       kind: t(kind === "audio" ? "kind_word_audio" : "kind_word_video"),
     });
   }
-  status("refused_retry_at", { s: err.retryAfter(30) });
+  status("st_refused");
   const until = Date.now() + err.retryAfter(30) * 1000;
   const tick = () => {
     const left = Math.ceil((until - Date.now()) / 1000);
@@ -647,7 +731,16 @@ async function refreshConference() {
     }
     if (conf.window_ends_at) windowEndsAt = new Date(conf.window_ends_at);
     renderWindow();
-    if (conf.outage_state && conf.outage_state !== "active") ended(null);
+    if (conf.outage_state && conf.outage_state !== "active") {
+      ended(null);
+      return;
+    }
+    // Our port was released (the hotline removed us, or the lease lapsed): find out at once
+    // rather than when the media times out.
+    const listed = Array.isArray(conf.participants) && conf.participants.some((p) => p.id === session.participantId);
+    if (body.dataset.state === "connected" && session.participantId && Array.isArray(conf.participants) && !listed) {
+      reconnect();
+    }
   } catch (err) {
     if (err instanceof ApiError && (err.status === 410 || err.code === "outage_ended")) ended(err);
     else if (err instanceof ApiError && (err.status === 401 || err.status === 403 || err.status === 404)) {
