@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from broker import sla
 from broker.contracts import Contract
-from broker.errors import CapacityExhausted, OutageEnded
+from broker.errors import CapacityExhausted, ConferenceNotFound, OutageEnded
 from broker.service import Broker, iso
 
 from . import models, problems
@@ -210,7 +210,13 @@ async def admit_participant(request: web.Request) -> web.Response:
     metrics = request.app[TELEMETRY].admissions
     started = time.perf_counter()
     try:
-        admission = await broker.admit(conference_id, body.model_dump())
+        try:
+            admission = await broker.admit(conference_id, body.model_dump())
+        except ConferenceNotFound:
+            if who.operator:
+                raise
+            # A genuine join token names a conference that existed: the hotline has closed it.
+            raise OutageEnded("This conference has been closed by the hotline", reason="conference_closed") from None
     except CapacityExhausted:
         metrics.observe(body.kind, "refused_capacity", time.perf_counter() - started)
         raise

@@ -310,17 +310,22 @@ class Broker:
         found = await self._raw_outage(outage_id) if outage_id else None
         if found is None:
             if require_active:
-                raise errors.OutageEnded("This conference has closed")
+                raise errors.OutageEnded("This conference has closed", reason="conference_closed")
             raise errors.ConferenceNotFound(f"No conference {conference_id!r}")
         try:
             doc = await self._raw_conference(conference_id)
         except errors.ConferenceNotFound:
             if require_active:
-                raise errors.OutageEnded("This conference has been closed by the hotline") from None
+                raise errors.OutageEnded(
+                    "This conference has been closed by the hotline", reason="conference_closed"
+                ) from None
             raise
         outage_doc, state = found
         if require_active and state != "active":
-            raise errors.OutageEnded("The client's own conference server is back: this substitute conference has ended")
+            raise errors.OutageEnded(
+                "The client's own conference server is back: this substitute conference has ended",
+                reason=f"outage_{state}",
+            )
         participants = await self._participants_of(outage_doc["id"], conference_id)
         return {
             **doc,
@@ -393,10 +398,15 @@ class Broker:
             overshoot=self.settings.unsafe_cap_overshoot,
         )
         if result.status == "ended":
-            raise errors.OutageEnded("The client's own conference server is back: this substitute conference has ended")
+            state = await self._state(outage_id)
+            raise errors.OutageEnded(
+                "The client's own conference server is back: this substitute conference has ended",
+                reason=f"outage_{state or 'ended'}",
+            )
         if result.status == "no_conference":
-            if await self._state(outage_id) not in (None, "active"):
-                raise errors.OutageEnded("This substitute conference has ended")
+            state = await self._state(outage_id)
+            if state not in (None, "active"):
+                raise errors.OutageEnded("This substitute conference has ended", reason=f"outage_{state}")
             raise errors.ConferenceNotFound(f"No conference {conference_id!r}")
         if result.status == "full":
             raise errors.CapacityExhausted(

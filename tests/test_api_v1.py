@@ -292,3 +292,24 @@ async def test_operator_token_is_not_a_join_token(redis_url: str) -> None:
     async with api_client(redis_url) as client:
         r = await client.get("/v1/outages", headers={"Authorization": f"Bearer {OPERATOR}x"})
         await _problem(r, 401, "unauthorized")
+
+
+async def test_ended_says_why(redis_url: str) -> None:
+    async with api_client(redis_url) as client:
+        outage = await open_outage(client)
+        closed = await new_conference(client, outage["id"], title="Closed")
+        kept = await new_conference(client, outage["id"], title="Kept")
+        r = await client.delete(f"/v1/conferences/{closed['id']}", headers=AUTH)
+        assert r.status == 204
+        for method, path, body in [("GET", f"/v1/conferences/{closed['id']}", None),
+                                   ("POST", f"/v1/conferences/{closed['id']}/participants",
+                                    {"display_name": "x", "kind": "audio"})]:
+            r = await client.request(method, path, json=body, headers=_join(closed["join_token"]))
+            assert (await _problem(r, 410, "outage_ended"))["reason"] == "conference_closed"
+        r = await client.post(f"/v1/conferences/{closed['id']}/participants",
+                              json={"display_name": "x", "kind": "audio"}, headers=AUTH)
+        await _problem(r, 404, "conference_not_found")
+        await client.post(f"/v1/outages/{outage['id']}/restore", headers=AUTH)
+        r = await client.post(f"/v1/conferences/{kept['id']}/participants",
+                              json={"display_name": "x", "kind": "audio"}, headers=_join(kept["join_token"]))
+        assert (await _problem(r, 410, "outage_ended"))["reason"] == "outage_restored"

@@ -648,7 +648,8 @@ function ended(err) {
   notice(null);
   // The broker says which: the outage is over (server back) or the hotline closed this conference.
   const detail = (err && err.problem && String(err.problem.detail || "")) || "";
-  const closed = /closed by the hotline/i.test(detail);
+  const reason = (err && err.problem && err.problem.reason) || "";
+  const closed = reason ? reason === "conference_closed" : /closed by the hotline/i.test(detail);
   setText(el.endedText, closed ? "ended_closed" : "ended_text");
   setState("ended");
   status(closed ? "ended_closed" : "ended_text");
