@@ -245,8 +245,8 @@ async def get_participant(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/participants/{id}")
 async def delete_participant(request: web.Request) -> web.Response:
-    participant = await _participant_for(request)
-    await request.app[BROKER].leave(participant)
+    who = principal(request)
+    await request.app[BROKER].leave(request.match_info["id"], None if who.operator else who.conference_id)
     return web.Response(status=204)
 
 

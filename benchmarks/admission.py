@@ -49,7 +49,11 @@ async def ready(request):
 app = web.Application()
 app.add_routes([web.post("/v1/conferences/{id}/participants", admit), web.delete("/v1/participants/{id}", leave),
                 web.get("/healthz", ready)])
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+loop = None
+if sys.argv[2] == "uvloop":
+    import uvloop
+    loop = uvloop.new_event_loop()
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None, loop=loop)
 """
 
 
@@ -60,8 +64,8 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
-def start_broker(redis_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING"}
+def start_broker(redis_url: str, port: int, loop: str = "auto") -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING", "BACKUPPLUS_LOOP": loop}
     return subprocess.Popen(
         [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--redis-url", redis_url, "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -229,16 +233,17 @@ async def commands_per_admission(url: str, base: str, conference: tuple[str, str
 
 
 async def run(args: argparse.Namespace) -> dict:
-    results: dict = {"machine": {"cores": os.cpu_count()}, "runs": {}}
+    results: dict = {"machine": {"cores": os.cpu_count()}, "loop": args.loop, "runs": {}}
+    print(f"event loop (brokers and bare server): {args.loop}", flush=True)
     with ExitStack() as stack:
         redis_server = RedisServer().start()
         stack.callback(redis_server.stop)
         bare_port = free_port()
-        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port)])  # noqa: ASYNC220
+        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(bare_port), args.loop])  # noqa: ASYNC220
         stack.callback(bare.terminate)
         bare_base = f"http://127.0.0.1:{bare_port}"
         ports = [free_port(), free_port()]
-        procs = [start_broker(redis_server.url, p) for p in ports]
+        procs = [start_broker(redis_server.url, p, args.loop) for p in ports]
         for p in procs:
             stack.callback(p.terminate)
         bases = [f"http://127.0.0.1:{p}" for p in ports]
@@ -253,27 +258,43 @@ async def run(args: argparse.Namespace) -> dict:
         print(f"Redis round trip (PING, redis-py asyncio): p50 {rtt['p50']:.3f} ms  p99 {rtt['p99']:.3f} ms", flush=True)
         print(f"Redis round trips per admission (MONITOR): median {cmds['per_admission']:g}, max {cmds['max']} "
               f"({cmds['commands']})", flush=True)
-        bare_rate = await saturation([bare_base], conferences, args.seconds)
-        print(f"(a) bare aiohttp server: {bare_rate:,.0f} admit+leave cycles/s (32 clients)", flush=True)
+        # (a) saturation, interleaved rounds (bare, 1 broker, 2 brokers) so that the machine's
+        # background load hits all three alike; medians reported.
+        rates: dict[str, list[float]] = {"bare": [], "1": [], "2": []}
+        for round_no in range(args.rounds):
+            rates["bare"].append(await saturation([bare_base], conferences, args.seconds))
+            rates["1"].append(await saturation(bases[:1], conferences, args.seconds))
+            rates["2"].append(await saturation(bases, conferences, args.seconds))
+            print(f"    round {round_no + 1}/{args.rounds}: bare {rates['bare'][-1]:,.0f}  1 broker {rates['1'][-1]:,.0f}"
+                  f"  2 brokers {rates['2'][-1]:,.0f} cycles/s", flush=True)
+        bare_rate = statistics.median(rates["bare"])
         results["bare_cycles_per_s"] = bare_rate
+        print(f"(a) bare aiohttp server: {bare_rate:,.0f} admit+leave cycles/s (32 clients, median of {args.rounds})",
+              flush=True)
         for n in (1, 2):
-            use = bases[:n]
-            rate = await saturation(use, conferences, args.seconds)
-            row: dict = {"cycles_per_s": rate, "ratio_to_bare": rate / bare_rate}
-            print(f"(a) {n} broker process(es): {rate:,.0f} cycles/s = {rate / bare_rate:.2f}x the bare server", flush=True)
+            rate = statistics.median(rates[str(n)])
+            ratios = sorted(r / b for r, b in zip(rates[str(n)], rates["bare"], strict=True))
+            row: dict = {"cycles_per_s": rate, "ratio_to_bare": rate / bare_rate, "ratios_per_round": ratios}
+            print(f"(a) {n} broker process(es): {rate:,.0f} cycles/s = {rate / bare_rate:.2f}x the bare server "
+                  f"(per-round ratios {', '.join(f'{x:.2f}' for x in ratios)})", flush=True)
+            results["runs"][str(n)] = row
+        for n in (1, 2):
+            row = results["runs"][str(n)]
             for offered in (500, 1000):
-                lat = await open_loop(use, conferences, offered, args.seconds)
+                lat = await open_loop(bases[:n], conferences, offered, args.seconds)
                 row[f"open_loop_{offered}"] = lat
                 print(f"(b) {n} broker(s) at {offered}/s offered: admission p50 {lat['p50']:.2f} ms  "
-                      f"p99 {lat['p99']:.2f} ms  ({lat['n']} admissions, {lat['errors']} errors)", flush=True)
-            results["runs"][str(n)] = row
+                      f"p99 {lat['p99']:.2f} ms  ({lat['n']} admissions, {lat['errors']} not admitted)", flush=True)
     return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved saturation rounds")
     parser.add_argument("--outages", type=int, default=20, help="outages to spread the load over")
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="event loop of the brokers and of the bare server alike")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     results = asyncio.run(run(args))

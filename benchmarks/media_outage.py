@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import av
 import numpy as np
@@ -31,10 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiohttp import web  # noqa: E402
+from aiohttp import web
 
-from broker.redisproc import RedisServer, free_port  # noqa: E402
-from broker.settings import Settings  # noqa: E402
+from broker.redisproc import RedisServer, free_port
+from broker.settings import Settings
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -46,10 +46,18 @@ async def node_child(args: argparse.Namespace) -> None:
     from media.internal import add_internal_routes
     from media.node import MediaNode
 
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval / 1000)
     redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
     url = f"http://127.0.0.1:{args.port}"
-    node = MediaNode(Settings(), url=url, node_id=f"bench-{args.mode}", fps=args.fps, video_mode=args.mode,
-                     collect_stats=True)
+    node = MediaNode(
+        Settings(),
+        url=url,
+        node_id=f"bench-{args.mode}",
+        fps=args.fps,
+        video_mode=args.mode,
+        collect_stats=True,
+    )
     app = web.Application(client_max_size=1 << 20)
     add_internal_routes(app, lambda: node)
 
@@ -57,17 +65,62 @@ async def node_child(args: argparse.Namespace) -> None:
         st = node.stats
         assert st is not None
         if request.query.get("reset"):
+            if args.profile:
+                profiler.enable()
             st.samples.clear()
             st.sent.clear()
             st.composed = 0
+            st.received = 0
+            st.compose_cpu_s = st.encode_cpu_s = 0.0
+            st.compose_s.clear()
+            st.queue_s.clear()
+            lags.clear()
             return web.json_response({"ok": True})
+        if args.profile:
+            profiler.disable()
+            profiler.dump_stats(args.profile)
         lat = np.fromiter(st.samples, dtype=float) if st.samples else np.zeros(1)
-        return web.json_response({
-            "p50_ms": float(np.percentile(lat, 50) * 1000), "p95_ms": float(np.percentile(lat, 95) * 1000),
-            "p99_ms": float(np.percentile(lat, 99) * 1000), "samples": len(st.samples), "sent": st.sent,
-            "composed": st.composed, "sessions": len(node.sessions),
-        })
+        return web.json_response(
+            {
+                "p50_ms": float(np.percentile(lat, 50) * 1000),
+                "p95_ms": float(np.percentile(lat, 95) * 1000),
+                "p99_ms": float(np.percentile(lat, 99) * 1000),
+                "samples": len(st.samples),
+                "sent": st.sent,
+                "composed": st.composed,
+                "received": st.received,
+                "compose_cpu_ms": st.compose_cpu_s * 1000 / max(1, st.composed),
+                "encode_cpu_ms": st.encode_cpu_s * 1000 / max(1, st.composed),
+                "keyframes": sum(r.keyframes for r in node.rooms.values()),
+                "bitrate": [r._encoder.bitrate for r in node.rooms.values() if r._encoder is not None],
+                "sessions": len(node.sessions),
+                "compose_p50_ms": float(np.percentile(np.fromiter(st.compose_s, float), 50) * 1000)
+                if st.compose_s
+                else 0.0,
+                "compose_p95_ms": float(np.percentile(np.fromiter(st.compose_s, float), 95) * 1000)
+                if st.compose_s
+                else 0.0,
+                "lag_p50_ms": float(np.percentile(lags, 50) * 1000) if lags else 0.0,
+                "lag_p95_ms": float(np.percentile(lags, 95) * 1000) if lags else 0.0,
+                "queue_p95_ms": float(np.percentile(np.fromiter(st.queue_s, float), 95) * 1000)
+                if st.queue_s
+                else 0.0,
+            }
+        )
 
+    lags: list[float] = []
+    import cProfile
+
+    profiler = cProfile.Profile()
+
+    async def lag_probe() -> None:  # how late the event loop runs a 10 ms timer
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - t - 0.01)
+            del lags[:-5000]
+
+    probe = asyncio.create_task(lag_probe())
     app.router.add_get("/bench/stats", stats)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -77,12 +130,37 @@ async def node_child(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
+    probe.cancel()
     await node.stop()
     await runner.cleanup()
     await redis.aclose()
 
 
 # --- clients -------------------------------------------------------------------------------------
+class CountingDecoder:
+    """Stands in for aiortc's decoders in the client process: counts the frames each receiver gets
+    (and reads VP8 keyframe sizes) without decoding them, so that the clients leave the CPU to the node."""
+
+    instances: ClassVar[list[CountingDecoder]] = []
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.frames, self.max_height = kind, 0, 0
+        CountingDecoder.instances.append(self)
+
+    def decode(self, encoded_frame: Any) -> list[Any]:
+        self.frames += 1
+        data = encoded_frame.data
+        if self.kind == "video" and len(data) >= 10 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a":
+            self.max_height = max(self.max_height, int.from_bytes(data[8:10], "little") & 0x3FFF)
+        return []
+
+
+def install_counting_decoders() -> None:
+    import aiortc.rtcrtpreceiver as receiver_module
+
+    receiver_module.get_decoder = lambda codec: CountingDecoder(codec.mimeType.split("/")[0].lower())  # type: ignore[assignment]
+
+
 def clip_vp8(width: int, height: int, frames: int, fps: int, seed: int) -> list[bytes]:
     """A smooth moving pattern (like a camera picture, not noise), encoded once at 500 kbit/s."""
     codec: Any = av.CodecContext.create("libvpx", "w")
@@ -90,17 +168,24 @@ def clip_vp8(width: int, height: int, frames: int, fps: int, seed: int) -> list[
     codec.bit_rate = 500_000
     codec.time_base = fractions.Fraction(1, fps)
     codec.gop_size = 10 * frames
-    codec.options = {"deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0",
-                     "minrate": "500000", "maxrate": "500000", "bufsize": "500000"}
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    codec.options = {
+        "deadline": "realtime",
+        "cpu-used": "-6",
+        "lag-in-frames": "0",
+        "minrate": "500000",
+        "maxrate": "500000",
+        "bufsize": "500000",
+    }
+    xx, yy = np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 6.28, 4)
     out = []
     for i in range(frames):
         t = i / fps
-        y = 128 + 60 * np.sin(xx / 37 + t * 2 + phase[0]) + 50 * np.cos(yy / 23 - t * 3 + phase[1])
+        row = 128 + 60 * np.sin(xx / 37 + t * 2 + phase[0])
+        col = 50 * np.cos(yy / 23 - t * 3 + phase[1])
         buf = np.empty((height * 3 // 2, width), dtype=np.uint8)
-        buf[:height] = np.clip(y, 0, 255)
+        buf[:height] = np.clip(col[:, None] + row[None, :], 0, 255)
         buf[height:] = 128 + int(40 * np.sin(phase[2] + t))
         frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
         frame.pts = i
@@ -130,6 +215,40 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _task_cpu_s(pid: int, tid: int) -> float:
+    fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Time the node's threads spent runnable but waiting for a CPU (scheduler run-queue delay)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
+def thread_cpu_by_name(pid: int) -> dict[str, float]:
+    """CPU seconds of the node's threads grouped by OS name (main = the event loop)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip()
+            cpu = _task_cpu_s(pid, int(tid))
+        except (OSError, ValueError):
+            continue
+        key = (
+            "event loop"
+            if int(tid) == pid
+            else ("compose+encode" if name == "mcu-compose" else "other threads")
+        )
+        out[key] = out.get(key, 0.0) + cpu
+    return out
+
+
 def proc_peak_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -137,7 +256,9 @@ def proc_peak_mb(pid: int) -> float:
     return 0.0
 
 
-async def run_mode(mode: str, args: argparse.Namespace, redis_url: str, clips: dict[str, Any]) -> dict[str, Any]:
+async def run_mode(
+    mode: str, args: argparse.Namespace, redis_url: str, clips: dict[str, Any]
+) -> dict[str, Any]:
     import aiohttp
     import redis.asyncio as aioredis
     from aiortc.mediastreams import MediaStreamTrack
@@ -165,10 +286,25 @@ async def run_mode(mode: str, args: argparse.Namespace, redis_url: str, clips: d
             return p
 
     port = free_port()
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--node-child", "--mode", mode, "--redis-url", redis_url, "--port", str(port),
-         "--fps", str(args.fps)],
-        stdout=subprocess.PIPE, cwd=ROOT,
+    child = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+        [
+            sys.executable,
+            __file__,
+            "--node-child",
+            "--mode",
+            mode,
+            "--redis-url",
+            redis_url,
+            "--port",
+            str(port),
+            "--fps",
+            str(args.fps),
+            "--switch-interval",
+            str(args.switch_interval),
+        ]
+        + (["--profile", f"{args.profile}.{mode}"] if args.profile else []),
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
     )
     assert child.stdout is not None
     line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
@@ -178,40 +314,79 @@ async def run_mode(mode: str, args: argparse.Namespace, redis_url: str, clips: d
     router = MediaRouter(redis, Settings())
     oid, cid = await seed_conference(ledger)
     clients: list[Client] = []
+    first_decoder = len(CountingDecoder.instances)
     http = aiohttp.ClientSession()
     base = f"http://127.0.0.1:{port}"
     try:
         for i in range(10):
             p = await admit(ledger, oid, cid, f"Video {i + 1}", "video")
-            clients.append(Client(p, audio=OpusPackets(clips["opus"][i % len(clips["opus"])]),
-                                  video=PacketTrack(clips["vp8"][i % len(clips["vp8"])], 30)))
+            clients.append(
+                Client(
+                    p,
+                    audio=OpusPackets(clips["opus"][i % len(clips["opus"])]),
+                    video=PacketTrack(clips["vp8"][i % len(clips["vp8"])], 30),
+                )
+            )
         for i in range(8):
             p = await admit(ledger, oid, cid, f"Phone {i + 1}", "audio")
-            clients.append(Client(p, audio=OpusPackets(clips["opus"][(i + 10) % len(clips["opus"])]),
-                                  want_video=False))
-        for c in clients:
+            clients.append(
+                Client(p, audio=OpusPackets(clips["opus"][(i + 10) % len(clips["opus"])]), want_video=False)
+            )
+        for c in clients:  # one by one: 18 DTLS handshakes at once are slow on a busy machine
             await c.connect(router.offer)
-        for c in clients:
             await c.wait_connected(30)
         await asyncio.sleep(args.warmup)
         await http.get(base + "/bench/stats?reset=1")
-        counts0 = [c.video_frames for c in clients[:10]]
-        cpu0, t0 = proc_cpu_s(child.pid), time.monotonic()
+        video_decoders = [d for d in CountingDecoder.instances[first_decoder:] if d.kind == "video"]
+        audio_decoders = [d for d in CountingDecoder.instances[first_decoder:] if d.kind == "audio"]
+        counts0 = [d.frames for d in video_decoders]
+        cpu0, main0, t0 = proc_cpu_s(child.pid), _task_cpu_s(child.pid, child.pid), time.monotonic()
+        rq0, load0 = runqueue_wait_s(child.pid), os.getloadavg()[0]
+        split0 = thread_cpu_by_name(child.pid)
         await asyncio.sleep(args.seconds)
-        cpu1, t1 = proc_cpu_s(child.pid), time.monotonic()
-        counts1 = [c.video_frames for c in clients[:10]]
+        cpu1, main1, t1 = proc_cpu_s(child.pid), _task_cpu_s(child.pid, child.pid), time.monotonic()
+        rq1, load1 = runqueue_wait_s(child.pid), os.getloadavg()[0]
+        split1 = thread_cpu_by_name(child.pid)
+        counts1 = [d.frames for d in video_decoders]
         async with http.get(base + "/bench/stats") as resp:
             st = await resp.json()
         wall = t1 - t0
         recv_fps = [(b - a) / wall for a, b in zip(counts0, counts1)]
         sent_fps = [n / wall for n in st["sent"].values()]
-        audio_ok = sum(1 for c in clients if len(c.audio_chunks) > 0)
+        audio_ok = sum(1 for d in audio_decoders if d.frames > 0)
+        composed_fps = st["composed"] / wall
         return {
-            "mode": mode, "cores": (cpu1 - cpu0) / wall, "composed_fps": st["composed"] / wall,
-            "sent_fps_min": min(sent_fps) if sent_fps else 0.0, "sent_fps_mean": float(np.mean(sent_fps)) if sent_fps else 0.0,
-            "recv_fps_min": min(recv_fps), "recv_fps_mean": float(np.mean(recv_fps)),
-            "p50_ms": st["p50_ms"], "p95_ms": st["p95_ms"], "p99_ms": st["p99_ms"], "samples": st["samples"],
-            "peak_mb": proc_peak_mb(child.pid), "audio_receivers": audio_ok, "max_height": max(c.max_height for c in clients),
+            "cpu_ms_per_frame": (cpu1 - cpu0) / wall * 1000 / composed_fps if composed_fps else 0.0,
+            "mode": mode,
+            "cores": (cpu1 - cpu0) / wall,
+            "loop_cores": (main1 - main0) / wall,
+            "runq_wait": (rq1 - rq0) / wall,
+            "compose_cores": (split1.get("compose+encode", 0) - split0.get("compose+encode", 0)) / wall,
+            "other_cores": (split1.get("other threads", 0) - split0.get("other threads", 0)) / wall,
+            "loadavg": (load0 + load1) / 2,
+            "composed_fps": st["composed"] / wall,
+            "sent_fps_min": min(sent_fps) if sent_fps else 0.0,
+            "sent_fps_mean": float(np.mean(sent_fps)) if sent_fps else 0.0,
+            "recv_fps_min": min(recv_fps),
+            "recv_fps_mean": float(np.mean(recv_fps)),
+            "p50_ms": st["p50_ms"],
+            "p95_ms": st["p95_ms"],
+            "p99_ms": st["p99_ms"],
+            "samples": st["samples"],
+            "compose_p50_ms": st["compose_p50_ms"],
+            "compose_p95_ms": st["compose_p95_ms"],
+            "queue_p95_ms": st["queue_p95_ms"],
+            "lag_p50_ms": st["lag_p50_ms"],
+            "lag_p95_ms": st["lag_p95_ms"],
+            "peak_mb": proc_peak_mb(child.pid),
+            "keyframes": st["keyframes"],
+            "inbound_fps": st["received"] / wall / 10,
+            "compose_cpu_ms": st["compose_cpu_ms"],
+            "encode_cpu_ms": st["encode_cpu_ms"],
+            "bitrate": st["bitrate"],
+            "audio_receivers": audio_ok,
+            "max_height": max((d.max_height for d in video_decoders), default=0),
+            "video_receivers": len(video_decoders),
         }
     finally:
         for c in clients:
@@ -228,9 +403,12 @@ async def run_mode(mode: str, args: argparse.Namespace, redis_url: str, clips: d
 
 async def main_async(args: argparse.Namespace) -> None:
     t = time.monotonic()
-    clips = {"vp8": [clip_vp8(640, 480, 60, 30, seed) for seed in range(3)],
-             "opus": [clip_opus(200 + 90 * i, 50) for i in range(18)]}
+    clips = {
+        "vp8": [clip_vp8(640, 480, 60, 30, seed) for seed in range(3)],
+        "opus": [clip_opus(200 + 90 * i, 50) for i in range(18)],
+    }
     print(f"clips encoded in {time.monotonic() - t:.1f} s", flush=True)
+    install_counting_decoders()
     server = RedisServer().start()
     results = []
     client_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -242,28 +420,49 @@ async def main_async(args: argparse.Namespace) -> None:
         server.stop()
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print()
-    print(f"full outage on one node: 10 video senders 640x480@30 (pre-encoded VP8) + 8 audio; "
-          f"composed {args.fps:g} fps, {args.seconds:g} s measured after {args.warmup:g} s warm-up; "
-          f"{os.cpu_count()} CPUs on the machine")
+    print(
+        f"full outage on one node: 10 video senders 640x480@30 (pre-encoded VP8) + 8 audio; "
+        f"composed {args.fps:g} fps, {args.seconds:g} s measured after {args.warmup:g} s warm-up; "
+        f"{os.cpu_count()} CPUs on the machine"
+    )
     head = f"{'':<34}" + "".join(f"{r['mode']:>16}" for r in results)
     print(head)
     rows = [
         ("node CPU (cores)", "cores", "{:.2f}"),
+        ("  of which event-loop thread", "loop_cores", "{:.2f}"),
+        ("  of which compose(+encode) thread", "compose_cores", "{:.2f}"),
+        ("  of which other threads (1)", "other_cores", "{:.2f}"),
+        ("node CPU-ms per composed frame", "cpu_ms_per_frame", "{:.1f}"),
+        ("waiting for a CPU (thread-s/s)", "runq_wait", "{:.2f}"),
+        ("machine load average (1 min)", "loadavg", "{:.1f}"),
+        ("inbound frames/s per sender (30 sent)", "inbound_fps", "{:.1f}"),
         ("composed frames/s", "composed_fps", "{:.1f}"),
         ("frames/s sent per receiver (min)", "sent_fps_min", "{:.1f}"),
-        ("frames/s decoded by client (min)", "recv_fps_min", "{:.1f}"),
-        ("frames/s decoded by client (mean)", "recv_fps_mean", "{:.1f}"),
+        ("frames/s received per client (min)", "recv_fps_min", "{:.1f}"),
+        ("frames/s received per client (mean)", "recv_fps_mean", "{:.1f}"),
+        ("audio receivers getting audio", "audio_receivers", "{}"),
         ("added latency p50 (ms)", "p50_ms", "{:.1f}"),
         ("added latency p95 (ms)", "p95_ms", "{:.1f}"),
         ("added latency p99 (ms)", "p99_ms", "{:.1f}"),
+        ("compose CPU per frame (ms)", "compose_cpu_ms", "{:.1f}"),
+        ("shared encode CPU per frame (ms)", "encode_cpu_ms", "{:.1f}"),
+        ("compose+encode p50 (ms)", "compose_p50_ms", "{:.1f}"),
+        ("compose+encode p95 (ms)", "compose_p95_ms", "{:.1f}"),
+        ("event-loop lag p50 (ms)", "lag_p50_ms", "{:.1f}"),
+        ("event-loop lag p95 (ms)", "lag_p95_ms", "{:.1f}"),
         ("node peak RSS (MiB)", "peak_mb", "{:.0f}"),
         ("max video height received", "max_height", "{}"),
     ]
     for label, key, fmt in rows:
         print(f"{label:<34}" + "".join(f"{fmt.format(r[key]):>16}" for r in results))
-    if len(results) == 2 and results[0]["cores"] > 0:
-        print(f"per_receiver / shared CPU ratio: {results[1]['cores'] / results[0]['cores']:.2f}x")
-    print(f"client process CPU over the whole run: {ru.ru_utime + ru.ru_stime - client_cpu0.ru_utime - client_cpu0.ru_stime:.1f} s")
+    if len(results) == 2 and results[0]["cores"] > 0 and results[0]["cpu_ms_per_frame"] > 0:
+        print(
+            f"per_receiver / shared: CPU {results[1]['cores'] / results[0]['cores']:.2f}x, "
+            f"CPU per composed frame {results[1]['cpu_ms_per_frame'] / results[0]['cpu_ms_per_frame']:.2f}x"
+        )
+    print(
+        f"client process CPU over the whole run: {ru.ru_utime + ru.ru_stime - client_cpu0.ru_utime - client_cpu0.ru_stime:.1f} s"
+    )
 
 
 def main() -> None:
@@ -272,6 +471,13 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--fps", type=float, default=25)
     p.add_argument("--modes", default="shared,per_receiver")
+    p.add_argument(
+        "--switch-interval",
+        type=float,
+        default=1.0,
+        help="node's sys.setswitchinterval in ms, as `backupplus media` sets it (0: Python's 5 ms)",
+    )
+    p.add_argument("--profile", default="", help="cProfile the node's event-loop thread into FILE.<mode>")
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="shared", help=argparse.SUPPRESS)
     p.add_argument("--redis-url", help=argparse.SUPPRESS)

@@ -62,5 +62,9 @@ class ParticipantNotFound(BrokerError):
     code = "participant_not_found"
 
 
+class Forbidden(BrokerError):
+    code = "forbidden"
+
+
 class ParticipantGone(BrokerError):
     code = "participant_gone"

@@ -444,14 +444,22 @@ class Broker:
         p.setdefault("downgraded", p.get("kind") != p.get("requested_kind", p.get("kind")))
         return p
 
-    async def leave(self, participant: dict[str, Any]) -> bool:
-        """Frees the participant's port at once (idempotent); ``participant`` from get_participant."""
-        released = await self.ledger.release(participant["outage"], participant["id"], "left")
-        if released:
-            await self.publish(
-                {"type": "participant_left", "outage": participant["outage"], "participant": participant["id"]}
-            )
-        return released
+    async def leave(self, participant_id: str, conference_scope: str | None = None) -> bool:
+        """Frees the participant's port at once (idempotent: False when it had left already).
+
+        ``conference_scope``: a join token's conference; the participant must belong to it. One
+        ledger call, which also tells the media nodes.
+        """
+        outage_id = ids.outage_of(participant_id)
+        if outage_id is None or not ids.is_participant_id(participant_id):
+            raise errors.ParticipantNotFound(f"No participant {participant_id!r}")
+        event = {"type": "participant_left", "outage": outage_id, "participant": participant_id}
+        status, _ = await self.ledger.leave(outage_id, participant_id, conference_scope, event)
+        if status == "not_found":
+            raise errors.ParticipantNotFound(f"No participant {participant_id!r}")
+        if status == "forbidden":
+            raise errors.Forbidden("This join token is for another conference")
+        return status == "released"
 
 
 _REASON_TEXT = {

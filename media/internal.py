@@ -34,7 +34,13 @@ def verify(secret: bytes, body: bytes, header: str | None) -> bool:
 
 def _problem(status: int, code: str, detail: str = "") -> web.Response:
     return web.json_response(
-        {"type": "about:blank", "title": code.replace("_", " "), "status": status, "code": code, "detail": detail},
+        {
+            "type": "about:blank",
+            "title": code.replace("_", " "),
+            "status": status,
+            "code": code,
+            "detail": detail,
+        },
         status=status,
         content_type="application/problem+json",
     )

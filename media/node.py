@@ -205,7 +205,10 @@ class MediaNode:
         self._shutdown = True
         self._publish_now.set()
         await asyncio.gather(
-            *(self.close_participant(pid, release=release_state, reason="node_stopping") for pid in list(self.sessions)),
+            *(
+                self.close_participant(pid, release=release_state, reason="node_stopping")
+                for pid in list(self.sessions)
+            ),
             return_exceptions=True,
         )
         for task in self._tasks:
@@ -221,7 +224,7 @@ class MediaNode:
         if unregister and self.redis is not None:
             try:
                 await registry.unregister(self.redis, self.node_id)
-            except Exception as exc:  # pragma: no cover
+            except Exception as exc:  # noqa: BLE001
                 log.warning("media node %s: unregister failed: %s", self.node_id, exc)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -231,7 +234,9 @@ class MediaNode:
         return task
 
     # --- offers ------------------------------------------------------------------------------------
-    async def handle_offer(self, participant: dict[str, Any], sdp: str, sdp_type: str = "offer") -> dict[str, str]:
+    async def handle_offer(
+        self, participant: dict[str, Any], sdp: str, sdp_type: str = "offer"
+    ) -> dict[str, str]:
         """Answer a participant's offer (non-trickle: the answer carries every local candidate)."""
         if sdp_type != "offer":
             raise MediaNodeError("bad_offer", f"expected an offer, got {sdp_type!r}", status=400)
@@ -298,7 +303,9 @@ class MediaNode:
                 elif state in ("failed", "closed"):
                     self._spawn(
                         self.close_participant(
-                            pid, release="failed" if state == "failed" else "left", reason=f"pc_{state}",
+                            pid,
+                            release="failed" if state == "failed" else "left",
+                            reason=f"pc_{state}",
                             session=session,
                         ),
                         name=f"close-{pid}",
@@ -310,7 +317,7 @@ class MediaNode:
         except MediaNodeError:
             await self.close_participant(pid, release=None, reason="bad_offer", session=session)
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             await self.close_participant(pid, release=None, reason="bad_offer", session=session)
             raise MediaNodeError("bad_offer", f"{type(exc).__name__}: {exc}", status=400) from None
         if session.closing:
@@ -363,7 +370,9 @@ class MediaNode:
     async def _connect_deadline(self, session: Session) -> None:
         await asyncio.sleep(self.connect_timeout_s)
         if not session.connected and not session.closing:
-            await self.close_participant(session.pid, release="failed", reason="connect_timeout", session=session)
+            await self.close_participant(
+                session.pid, release="failed", reason="connect_timeout", session=session
+            )
 
     # --- closing -----------------------------------------------------------------------------------
     async def close_participant(
@@ -385,7 +394,7 @@ class MediaNode:
             if release is not None and self.ledger is not None:
                 try:
                     await self.ledger.release(session.outage, pid, final_state=release)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001
                     log.warning("release of %s failed: %s", pid, exc)
             current = asyncio.current_task()
             for task in session.tasks:
@@ -399,7 +408,7 @@ class MediaNode:
                     await room.close()
             try:
                 await asyncio.wait_for(session.pc.close(), 5)
-            except Exception as exc:  # pragma: no cover
+            except Exception as exc:  # noqa: BLE001
                 log.warning("closing the peer connection of %s: %s", pid, exc)
             for obj, attr in session.hooked:
                 obj.__dict__.pop(attr, None)
@@ -409,8 +418,14 @@ class MediaNode:
         finally:
             session.closed.set()
 
-    async def close_where(self, *, outage: str | None = None, conference: str | None = None,
-                          pids: list[str] | None = None, reason: str) -> int:
+    async def close_where(
+        self,
+        *,
+        outage: str | None = None,
+        conference: str | None = None,
+        pids: list[str] | None = None,
+        reason: str,
+    ) -> int:
         targets = set(pids or [])
         for pid, s in self.sessions.items():
             if (outage and s.outage == outage) or (conference and s.conference == conference):
@@ -426,7 +441,7 @@ class MediaNode:
         ttl_ms = int(self.settings.media_lease_s * 1000)
         try:
             result = await self.ledger.renew(session.outage, session.pid, ttl_ms, state="connected")
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             log.warning("renew of %s failed: %s", session.pid, exc)
             return
         if result is None and not session.closing:
@@ -452,13 +467,13 @@ class MediaNode:
                         await self._on_event(_s(msg["data"]))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001
                 log.warning("media node %s: events subscription lost (%s); resubscribing", self.node_id, exc)
                 await asyncio.sleep(0.5)
             finally:
                 try:
                     await pubsub.aclose()
-                except Exception:  # pragma: no cover
+                except Exception:  # noqa: BLE001, S110
                     pass
 
     async def _on_event(self, raw: str) -> None:
@@ -478,7 +493,9 @@ class MediaNode:
             )
         elif kind == "outage_ended":
             self._spawn(
-                self.close_where(outage=event.get("outage"), pids=pids, reason=f"outage_{event.get('state')}"),
+                self.close_where(
+                    outage=event.get("outage"), pids=pids, reason=f"outage_{event.get('state')}"
+                ),
                 name="event-outage",
             )
 

@@ -49,7 +49,9 @@ def least_loaded(nodes: list[registry.NodeInfo], need: int) -> registry.NodeInfo
 
 
 class MediaRouter:
-    def __init__(self, redis: Any = None, settings: Settings | None = None, *, local_node: Any = None) -> None:
+    def __init__(
+        self, redis: Any = None, settings: Settings | None = None, *, local_node: Any = None
+    ) -> None:
         self.redis = redis
         self.settings = settings or Settings()
         self.local_node = local_node
@@ -122,7 +124,11 @@ class MediaRouter:
                 payload = await resp.json(content_type=None)
                 if resp.status == 200 and isinstance(payload, dict) and "sdp" in payload:
                     return payload
-                code = payload.get("code", "media_node_error") if isinstance(payload, dict) else "media_node_error"
+                code = (
+                    payload.get("code", "media_node_error")
+                    if isinstance(payload, dict)
+                    else "media_node_error"
+                )
                 detail = payload.get("detail", "") if isinstance(payload, dict) else ""
                 raise MediaNodeError(str(code), str(detail), status=resp.status)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:

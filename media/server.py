@@ -29,10 +29,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--capacity", type=int, default=None, help="ports this node takes (default 36)")
-    p.add_argument("--public-url", default=None, help="URL brokers reach this node at (default http://host:port)")
+    p.add_argument(
+        "--public-url", default=None, help="URL brokers reach this node at (default http://host:port)"
+    )
     p.add_argument("--node-id", default=None)
     p.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to let calls end on SIGTERM")
     p.add_argument("--fps", type=float, default=25.0, help="composed video frame rate")
+    p.add_argument(
+        "--gil-switch-ms",
+        type=float,
+        default=1.0,
+        help="sys.setswitchinterval: the compositor thread waits less for the GIL (Python: 5)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -58,8 +66,11 @@ def build_app(node_ref: dict[str, MediaNode]) -> web.Application:
 
 
 async def serve(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(redis_url=args.redis_url, host=args.host, port=args.port,
-                                 media_capacity_ports=args.capacity)
+    if args.gil_switch_ms > 0:
+        sys.setswitchinterval(args.gil_switch_ms / 1000)
+    settings = Settings.from_env(
+        redis_url=args.redis_url, host=args.host, port=args.port, media_capacity_ports=args.capacity
+    )
     url = args.public_url or f"http://{args.host}:{args.port}"
     redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
     node_ref: dict[str, MediaNode] = {}
@@ -100,8 +111,10 @@ async def serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if not args.redis_url:
         print("backupplus media: --redis-url (or BACKUPPLUS_REDIS_URL) is required", file=sys.stderr)
         return 2

@@ -62,7 +62,9 @@ class ColourTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, yuv: tuple[int, int, int], width: int = 1280, height: int = 720, fps: float = 10) -> None:
+    def __init__(
+        self, yuv: tuple[int, int, int], width: int = 1280, height: int = 720, fps: float = 10
+    ) -> None:
         super().__init__()
         self.width, self.height, self.fps = width, height, fps
         y, u, v = yuv
@@ -89,8 +91,9 @@ class ColourTrack(MediaStreamTrack):
         return frame
 
 
-def pre_encode_vp8(width: int, height: int, frames: int, fps: float, seed: int = 0,
-                   bitrate: int = 500_000) -> list[bytes]:
+def pre_encode_vp8(
+    width: int, height: int, frames: int, fps: float, seed: int = 0, bitrate: int = 500_000
+) -> list[bytes]:
     """A moving-texture clip encoded once (first frame a keyframe, then one every ``frames``)."""
     rng = np.random.default_rng(seed)
     codec: Any = av.CodecContext.create("libvpx", "w")
@@ -144,9 +147,16 @@ OfferFn = Callable[[dict[str, Any], str, str], Awaitable[dict[str, str]]]
 class Client:
     """One participant's browser stand-in: sends what it is given, records what it receives."""
 
-    def __init__(self, participant: dict[str, Any], *, audio: MediaStreamTrack | None = None,
-                 video: MediaStreamTrack | None = None, want_video: bool = True, decode_video: bool = True,
-                 keep_audio_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        participant: dict[str, Any],
+        *,
+        audio: MediaStreamTrack | None = None,
+        video: MediaStreamTrack | None = None,
+        want_video: bool = True,
+        decode_video: bool = True,
+        keep_audio_s: float = 2.0,
+    ) -> None:
         self.participant = participant
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.audio_chunks: deque[np.ndarray] = deque(maxlen=int(keep_audio_s * 50))
@@ -175,7 +185,7 @@ class Client:
     async def _read_audio(self, track: MediaStreamTrack) -> None:
         try:
             while True:
-                frame = await track.recv()
+                frame: Any = await track.recv()
                 data = frame.to_ndarray().reshape(-1, 2).astype(np.int32).mean(axis=1)
                 self.audio_chunks.append(data)
         except (MediaStreamError, asyncio.CancelledError):
@@ -184,7 +194,7 @@ class Client:
     async def _read_video(self, track: MediaStreamTrack) -> None:
         try:
             while True:
-                frame = await track.recv()
+                frame: Any = await track.recv()
                 now = time.monotonic()
                 self.video_frames += 1
                 self.video_first_at = self.video_first_at or now
@@ -228,7 +238,9 @@ class Client:
         await self.pc.close()
 
 
-def frame_has_colour(frame: av.VideoFrame, yuv: tuple[int, int, int], tol: int = 28, min_fraction: float = 0.01) -> bool:
+def frame_has_colour(
+    frame: av.VideoFrame, yuv: tuple[int, int, int], tol: int = 28, min_fraction: float = 0.01
+) -> bool:
     """Whether at least ``min_fraction`` of the picture is close to the colour ``yuv``."""
     f = frame.reformat(format="yuv420p")
     arr = f.to_ndarray()
@@ -254,7 +266,9 @@ async def seed_conference(ledger: Any, audio: int = 8, video: int = 10) -> tuple
     return oid, cid
 
 
-async def admit(ledger: Any, oid: str, cid: str, name: str, kind: str = "video", ttl_ms: int = 30_000) -> dict[str, Any]:
+async def admit(
+    ledger: Any, oid: str, cid: str, name: str, kind: str = "video", ttl_ms: int = 30_000
+) -> dict[str, Any]:
     """Admits a participant (one port) and returns the participant doc the router is given."""
     from broker import ids
 

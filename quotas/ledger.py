@@ -227,6 +227,21 @@ class PortLedger:
         _check_state(final_state)
         return int(await self._call("release", outage_id, participant_id, final_state)) == 1
 
+    async def leave(
+        self, outage_id: str, participant_id: str, expected_conference: str | None, event: dict[str, Any],
+        final_state: str = "left",
+    ) -> tuple[Literal["not_found", "forbidden", "released", "already"], str]:
+        """Release on behalf of a caller allowed only ``expected_conference`` (None: any), publishing
+        ``event`` on keys.EVENTS when this call freed the port. One script call. (status, conference)."""
+        _check_state(final_state)
+        res = await self._call(
+            "leave", outage_id, participant_id, expected_conference or "", final_state, keys.EVENTS, _dumps(event)
+        )
+        status = _text(res[0])
+        if status not in ("not_found", "forbidden", "released", "already"):
+            raise LedgerError(f"leave answered {res!r}")
+        return cast(Literal["not_found", "forbidden", "released", "already"], status), _text(res[1])
+
     async def reclaim_expired(self, outage_id: str, now_ms: int | None = None, limit: int = 200) -> list[str]:
         """Reclaims up to ``limit`` expired leases (participants "expired"); their ids."""
         return [_text(p) for p in await self._call("reclaim", outage_id, _now(now_ms), int(limit))]

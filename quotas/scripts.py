@@ -25,6 +25,7 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "admit",
     "renew",
     "release",
+    "leave",
     "reclaim",
     "remove_conference",
     "close_outage",

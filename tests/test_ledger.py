@@ -193,6 +193,29 @@ async def test_release_idempotent(ledger: PortLedger, redis: aioredis.Redis) -> 
     await check_invariants(redis, ledger)
 
 
+async def test_leave_checks_scope_releases_once_and_publishes(ledger: PortLedger, redis: aioredis.Redis) -> None:
+    assert await ledger.add_conference(O, C2, {"id": C2, "title": "two"}, 0, 0) == "ok"
+    # The broker's participant docs name their conference: that is what scopes a leave once the lease is gone.
+    r = await ledger.admit(O, C1, pid(0), "video", False, TTL, {"conference": C1, "display_name": "p0"}, now_ms=T0)
+    assert r.status == "granted"
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.EVENTS)
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    event = {"type": "participant_left", "participant": pid(0)}
+    assert await ledger.leave(O, pid(0), C2, event) == ("forbidden", C1)
+    assert (await ledger.usage(O))["in_use"]["video"] == 1  # a refused leave changes nothing
+    assert await ledger.leave(O, pid(9), None, event) == ("not_found", "")
+    assert await ledger.leave(O, pid(0), C1, event) == ("released", C1)
+    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+    assert message is not None and json.loads(message["data"]) == event
+    assert await ledger.leave(O, pid(0), None, event) == ("already", C1)
+    assert await ledger.leave(O, pid(0), C2, event) == ("forbidden", C1)  # scope still checked after leaving
+    assert await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.3) is None
+    assert json.loads(await redis.hget(keys.participants(O), pid(0)))["state"] == "left"
+    await pubsub.aclose()
+    await check_invariants(redis, ledger)
+
+
 async def test_expiry_reclaim_and_renew(ledger: PortLedger, redis: aioredis.Redis) -> None:
     await fill(ledger, "video", 10)
     # renew pid(0) so it survives

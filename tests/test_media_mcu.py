@@ -1,0 +1,210 @@
+"""The MCU end to end over loopback: aiortc clients <-> a media node, state seeded through the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+
+import pytest
+from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
+
+from broker.settings import Settings
+from media.node import MediaNode
+from media.routing import MediaRouter
+from media.testing import COLOURS, Client, ColourTrack, ToneTrack, admit, frame_has_colour, seed_conference
+from quotas import keys
+from quotas.ledger import PortLedger
+
+pytestmark = [pytest.mark.media, pytest.mark.timeout(90)]
+
+TONES = {"red": 440.0, "green": 660.0, "blue": 880.0, "phone": 1100.0}
+
+
+async def until(cond, timeout: float, step: float = 0.05) -> float:
+    """Waits until cond() is true; returns the time it took. Fails after ``timeout``."""
+    start = time.monotonic()
+    while True:
+        value = cond()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)
+
+
+def m_section(sdp: str, kind: str) -> str:
+    parts = re.split(r"(?m)^(?=m=)", sdp)
+    return next(p for p in parts if p.startswith(f"m={kind}"))
+
+
+@pytest.fixture
+async def node(redis):
+    node = MediaNode(Settings(), url="http://127.0.0.1:9")
+    await node.start(redis)
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+async def part_state(redis, oid: str, pid: str) -> str | None:
+    raw = await redis.hget(keys.participants(oid), pid)
+    return json.loads(raw).get("state") if raw else None
+
+
+async def test_conference_mix_and_leave(redis, node):
+    ledger = PortLedger(redis)
+    router = MediaRouter(redis, Settings(), local_node=node)
+    oid, cid = await seed_conference(ledger)
+    clients: dict[str, Client] = {}
+    for name in ("red", "green", "blue"):
+        p = await admit(ledger, oid, cid, name, "video")
+        clients[name] = Client(
+            p, audio=ToneTrack(TONES[name]), video=ColourTrack(COLOURS[name], 1280, 720, fps=10)
+        )
+    phone = await admit(ledger, oid, cid, "phone", "audio")
+    clients["phone"] = Client(phone, audio=ToneTrack(TONES["phone"]), want_video=True)
+    try:
+        for c in clients.values():
+            await c.connect(router.offer)
+        for c in clients.values():
+            await c.wait_connected()
+        assert await redis.get(keys.media_node_of(oid)) == node.node_id
+
+        # the answer: VP8 only for video, bandwidth capped; the audio participant's video is inactive
+        video_m = m_section(clients["red"].answer_sdp, "video")
+        codecs = {c.lower() for c in re.findall(r"a=rtpmap:\d+ ([\w-]+)/", video_m)}
+        assert codecs <= {"vp8", "rtx"} and "vp8" in codecs
+        assert "b=AS:" in video_m and "b=TIAS:" in video_m
+        assert "a=inactive" in m_section(clients["phone"].answer_sdp, "video")
+
+        videos = [clients[n] for n in ("red", "green", "blue")]
+
+        def all_see_colours() -> bool:
+            return all(
+                c.last_frame is not None
+                and all(frame_has_colour(c.last_frame, COLOURS[n]) for n in ("red", "green", "blue"))
+                for c in videos
+            )
+
+        await until(all_see_colours, 15)
+        await until(
+            lambda: all(
+                c.tone_level(TONES["phone"], 0.5) > 200 for c in clients.values() if c is not clients["phone"]
+            ),
+            10,
+        )
+        await asyncio.sleep(1.0)
+        for name, c in clients.items():
+            own = c.tone_level(TONES[name])
+            others = [c.tone_level(f) for n, f in TONES.items() if n != name]
+            assert min(others) > 200, (name, others)
+            assert own < min(others) / 20, (name, own, others)  # mix-minus: not your own voice
+        for c in videos:
+            assert c.video_frames >= 5 and c.max_height <= 480
+        assert clients["phone"].video_tracks == 0 and clients["phone"].video_frames == 0
+        for p in (c.participant for c in clients.values()):
+            assert await part_state(redis, oid, p["id"]) == "connected"
+
+        # one shared encoder: a PLI from any receiver makes the next shared frame a keyframe; the bitrate
+        # follows the receivers' REMB
+        room = node.rooms[cid]
+        red_sender = next(
+            t.sender
+            for t in node.sessions[clients["red"].participant["id"]].pc.getTransceivers()
+            if t.kind == "video"
+        )
+        await until(lambda: time.monotonic() - room._last_keyframe > 0.6, 3)
+        before = room.keyframes
+        await red_sender._handle_rtcp_packet(
+            RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=red_sender._ssrc)
+        )
+        await until(lambda: room.keyframes == before + 1, 1)
+        await until(lambda: any(m.remb for m in room.members.values()), 5)
+        assert 250_000 <= room.target_bitrate() <= 1_500_000
+
+        # DELETE participant (the broker releases the port and publishes the event): media closes < 2 s
+        blue = clients["blue"].participant
+        assert await ledger.release(oid, blue["id"], "left")
+        await redis.publish(
+            keys.EVENTS, json.dumps({"type": "participant_left", "outage": oid, "participant": blue["id"]})
+        )
+        took = await until(lambda: blue["id"] not in node.sessions, 2.0)
+        assert took < 2.0
+        # blue's voice is gone from the mix (the last 0.5 s red heard holds no 880 Hz)
+        await until(lambda: clients["red"].tone_level(TONES["blue"], 0.5) < 50, 5)
+
+        # a participant hanging up on its own: its port comes back at once, state "left"
+        before = (await ledger.usage(oid))["in_use"]["video"]
+        await clients["green"].close()
+        gid = clients["green"].participant["id"]
+        await until(lambda: gid not in node.sessions, 5)
+        assert (await ledger.usage(oid))["in_use"]["video"] == before - 1
+        assert await part_state(redis, oid, gid) in ("left", "failed")
+
+        # conference closed: every remaining peer connection closed within 2 s
+        rest = [c.participant["id"] for n, c in clients.items() if n in ("red", "phone")]
+        await ledger.remove_conference(oid, cid)
+        await redis.publish(
+            keys.EVENTS,
+            json.dumps({"type": "conference_closed", "outage": oid, "conference": cid, "participants": rest}),
+        )
+        await until(lambda: not node.sessions and not node.rooms, 2.0)
+    finally:
+        for c in clients.values():
+            await c.close()
+        await router.close()
+
+
+async def test_lease_gone_closes_media(redis, node):
+    """Restore/expiry without an event reaching us: the next renew finds the lease gone and closes."""
+    ledger = PortLedger(redis)
+    router = MediaRouter(redis, Settings(), local_node=node)
+    oid, cid = await seed_conference(ledger)
+    p = await admit(ledger, oid, cid, "solo", "audio")
+    c = Client(p, audio=ToneTrack(500), want_video=False)
+    try:
+        await c.connect(router.offer)
+        await c.wait_connected()
+        await until(lambda: p["id"] in node.sessions and node.sessions[p["id"]].connected, 5)
+        assert await ledger.release(oid, p["id"], "left")  # no event published
+        await until(lambda: p["id"] not in node.sessions, 4.5)  # renew every 2 s
+
+    finally:
+        await c.close()
+        await router.close()
+
+
+async def test_outage_ended_event_closes_all(redis, node):
+    ledger = PortLedger(redis)
+    router = MediaRouter(redis, Settings(), local_node=node)
+    oid, cid = await seed_conference(ledger)
+    clients = [
+        Client(
+            await admit(ledger, oid, cid, f"a{i}", "audio"), audio=ToneTrack(300 + 100 * i), want_video=False
+        )
+        for i in range(2)
+    ]
+    try:
+        for c in clients:
+            await c.connect(router.offer)
+        for c in clients:
+            await c.wait_connected()
+        released = await ledger.close_outage(oid, "restored", "2026-01-01T00:00:00+00:00")
+        await redis.publish(
+            keys.EVENTS,
+            json.dumps(
+                {"type": "outage_ended", "outage": oid, "state": "restored", "participants": released}
+            ),
+        )
+        took = await until(lambda: not node.sessions, 2.0)
+        assert took < 2.0
+        await until(lambda: all(c.pc.connectionState in ("closed", "failed") for c in clients), 5)
+    finally:
+        for c in clients:
+            await c.close()
+        await router.close()
