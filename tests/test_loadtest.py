@@ -33,7 +33,10 @@ def test_short_run_passes_with_a_remote_style_worker(tmp_path: Path) -> None:
     try:
         res = run_loadtest(["--duration", "15", "--users", "40", "--rate", "60", "--outages", "6", "--churn", "2",
                             "--spawn-rate", "40", "--brokers", "2", "--media-users", "1", "--workers", "1",
-                            "--expect-workers", "1", "--master-port", str(port), "--report", str(report)])
+                            "--expect-workers", "1", "--master-port", str(port), "--report", str(report),
+                            # Latency targets are proved by the recorded `backupplus loadtest` runs
+                            # (docs/PERFORMANCE.md), not asserted here on a shared, noisy machine.
+                            "--slo-admission-p99-ms", "2000", "--slo-ttff-p95-ms", "20000"])
     finally:
         worker.terminate()
         try:
@@ -61,9 +64,11 @@ def test_cap_overshoot_is_caught_and_named(tmp_path: Path) -> None:
     env = dict(os.environ, BACKUPPLUS_UNSAFE_CAP_OVERSHOOT="2")
     res = run_loadtest(["--duration", "10", "--users", "40", "--rate", "80", "--outages", "2", "--churn", "0",
                         "--spawn-rate", "40", "--brokers", "1", "--media-users", "0", "--workers", "0",
-                        "--report", str(tmp_path / "report")], env=env)
+                        "--report", str(tmp_path / "report"),
+                        "--slo-admission-p99-ms", "0.001"], env=env)  # unreachable: the SLO check must name it
     out = res.stdout + res.stderr
     assert res.returncode == 1, out[-4000:]
     assert "FAIL  cap violation:" in out, out[-4000:]
+    assert "FAIL  admission latency:" in out, out[-4000:]
     assert "ports in use > capacity" in out
     assert "RESULT: FAIL (" in out and "cap violation" in out.splitlines()[-2]
