@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web
 
+from broker import eventloop
 from broker.redisproc import RedisServer, free_port
 from broker.settings import Settings
 
@@ -291,6 +292,8 @@ async def run_mode(
             sys.executable,
             __file__,
             "--node-child",
+            "--loop",
+            args.loop,
             "--mode",
             mode,
             "--redis-url",
@@ -478,13 +481,14 @@ def main() -> None:
         help="node's sys.setswitchinterval in ms, as `backupplus media` sets it (0: Python's 5 ms)",
     )
     p.add_argument("--profile", default="", help="cProfile the node's event-loop thread into FILE.<mode>")
+    p.add_argument("--loop", choices=eventloop.CHOICES, default="auto", help="the node's event loop (auto: uvloop)")
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="shared", help=argparse.SUPPRESS)
     p.add_argument("--redis-url", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.node_child:
-        asyncio.run(node_child(args))
+        eventloop.run(node_child(args), args.loop)
     else:
         asyncio.run(main_async(args))
 

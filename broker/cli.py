@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import eventloop
 from .settings import Settings
 
 DEFAULT_API = "http://127.0.0.1:8080"
@@ -132,19 +133,6 @@ async def _drain_media(app: Any, timeout: float) -> None:
         await plane.node.drain(timeout)
 
 
-def run_async(coro: Any, loop: str = "auto") -> Any:
-    """asyncio.run on uvloop when it is installed (``--loop auto``), or on the stock loop."""
-    if loop in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if loop == "uvloop":
-                raise SystemExit("backupplus: --loop uvloop but uvloop is not installed") from None
-        else:
-            return uvloop.run(coro)
-    return asyncio.run(coro)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         host=args.host,
@@ -155,7 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         media=False if args.no_media else None,
     )
     try:
-        return run_async(_serve(settings, args.demo), args.loop)
+        return eventloop.run(_serve(settings, args.demo), args.loop)
     except OSError as exc:
         print(f"backupplus serve: {exc}", file=sys.stderr)
         return 1
@@ -273,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", default=None, help="where the private Redis keeps its data (default .state)")
     serve.add_argument("--demo", action="store_true", help="load a demo contract, outage and conference")
     serve.add_argument("--no-media", action="store_true", help="no in-process media node")
-    serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default=os.environ.get("BACKUPPLUS_LOOP", "auto"),
+    serve.add_argument("--loop", choices=eventloop.CHOICES, default=os.environ.get("BACKUPPLUS_LOOP", "auto"),
                        help="event loop (auto: uvloop when installed)")
     serve.set_defaults(func=cmd_serve)
 

@@ -37,22 +37,17 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        env = os.environ
+        """Every field from ``BACKUPPLUS_<FIELD>`` when set (pydantic coerces the text), then the
+        overrides that are not None (command-line flags). Operator tokens are comma-separated."""
         values: dict[str, object] = {}
-        if env.get("BACKUPPLUS_REDIS_URL"):
-            values["redis_url"] = env["BACKUPPLUS_REDIS_URL"]
-        if env.get("BACKUPPLUS_OPERATOR_TOKENS"):
-            values["operator_tokens"] = frozenset(
-                t.strip() for t in env["BACKUPPLUS_OPERATOR_TOKENS"].split(",") if t.strip()
-            )
-        if env.get("BACKUPPLUS_PUBLIC_URL"):
-            values["public_url"] = env["BACKUPPLUS_PUBLIC_URL"]
-        if env.get("BACKUPPLUS_STATE_DIR"):
-            values["state_dir"] = Path(env["BACKUPPLUS_STATE_DIR"])
-        if env.get("BACKUPPLUS_HOTLINE_PHONE"):
-            values["hotline_phone"] = env["BACKUPPLUS_HOTLINE_PHONE"]
-        if env.get("BACKUPPLUS_UNSAFE_CAP_OVERSHOOT"):
-            values["unsafe_cap_overshoot"] = int(env["BACKUPPLUS_UNSAFE_CAP_OVERSHOOT"])
+        for name in cls.model_fields:
+            raw = os.environ.get(f"BACKUPPLUS_{name.upper()}")
+            if raw is None or raw == "":
+                continue
+            if name == "operator_tokens":
+                values[name] = frozenset(t.strip() for t in raw.split(",") if t.strip())
+            else:
+                values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
 

@@ -16,6 +16,7 @@ import sys
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from broker import eventloop
 from broker.settings import Settings
 from media.internal import add_internal_routes
 from media.node import MediaNode
@@ -42,6 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="sys.setswitchinterval: the compositor thread waits less for the GIL (Python: 5)",
     )
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--loop", choices=eventloop.CHOICES, default=os.environ.get("BACKUPPLUS_LOOP", "auto"),
+                   help="event loop (auto: uvloop when installed)")
     return p.parse_args(argv)
 
 
@@ -118,7 +121,7 @@ def main(argv: list[str]) -> int:
     if not args.redis_url:
         print("backupplus media: --redis-url (or BACKUPPLUS_REDIS_URL) is required", file=sys.stderr)
         return 2
-    return asyncio.run(serve(args))
+    return eventloop.run(serve(args), args.loop)
 
 
 if __name__ == "__main__":
