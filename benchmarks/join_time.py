@@ -32,19 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from broker.redisproc import free_port
+from tests.chromium import CHROMIUM_ARGS, require_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 TARGET_MS = 1500
 
 
@@ -143,7 +132,7 @@ def run(api: str, token: str, joins: int, peer: bool) -> dict[str, Any]:
     join_url = _conference(api, token)
     results: list[dict[str, float]] = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
         peer_ctx = None
         if peer:
             peer_ctx = browser.new_context()

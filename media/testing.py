@@ -27,6 +27,24 @@ COLOURS = {
 }
 
 
+class Pacer:
+    """Hands out frame numbers at a steady rate, waiting until each one is due (real-time clients)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._n = 0
+        self._start: float | None = None
+
+    async def next(self) -> int:
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n / self.rate - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        n, self._n = self._n, self._n + 1
+        return n
+
+
 class ToneTrack(MediaStreamTrack):
     """A sine tone, 20 ms s16 stereo frames paced in real time."""
 
@@ -36,24 +54,18 @@ class ToneTrack(MediaStreamTrack):
         super().__init__()
         self.freq = freq
         self.amplitude = amplitude
-        self._n = 0
-        self._start: float | None = None
+        self._pacer = Pacer(AUDIO_RATE / 960)
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._n * 960 / AUDIO_RATE - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        t = (np.arange(960) + self._n * 960) / AUDIO_RATE
+        n = await self._pacer.next()
+        t = (np.arange(960) + n * 960) / AUDIO_RATE
         mono = (self.amplitude * np.sin(2 * np.pi * self.freq * t)).astype(np.int16)
         frame = av.AudioFrame.from_ndarray(np.repeat(mono, 2).reshape(1, -1), format="s16", layout="stereo")
         frame.sample_rate = AUDIO_RATE
-        frame.pts = self._n * 960
+        frame.pts = n * 960
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-        self._n += 1
         return frame
 
 
@@ -73,21 +85,15 @@ class ColourTrack(MediaStreamTrack):
         buf[height : height * 5 // 4] = u
         buf[height * 5 // 4 :] = v
         self._buf = buf
-        self._n = 0
-        self._start: float | None = None
+        self._pacer = Pacer(fps)
 
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._n / self.fps - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        n = await self._pacer.next()
         frame = av.VideoFrame.from_ndarray(self._buf, format="yuv420p")
-        frame.pts = int(self._n * 90000 / self.fps)
+        frame.pts = int(n * 90000 / self.fps)
         frame.time_base = VIDEO_TB
-        self._n += 1
         return frame
 
 
@@ -123,21 +129,15 @@ class PacketTrack(MediaStreamTrack):
     def __init__(self, packets: list[bytes], fps: float) -> None:
         super().__init__()
         self.packets, self.fps = packets, fps
-        self._n = 0
-        self._start: float | None = None
+        self._pacer = Pacer(fps)
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._n / self.fps - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        packet = av.Packet(self.packets[self._n % len(self.packets)])
-        packet.pts = int(self._n * 90000 / self.fps)
+        n = await self._pacer.next()
+        packet = av.Packet(self.packets[n % len(self.packets)])
+        packet.pts = int(n * 90000 / self.fps)
         packet.time_base = VIDEO_TB
-        self._n += 1
         return packet
 
 

@@ -30,30 +30,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from broker.redisproc import RedisServer, free_port
+from tests.chromium import CHROMIUM_ARGS, require_chromium
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.browser, pytest.mark.media, pytest.mark.timeout(120)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 OPERATOR = "op-pages-test-token"
 HOTLINE = "+33 4 42 90 16 00"
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 SHOTS = os.environ.get("BACKUPPLUS_DOCS_SCREENSHOTS") == "1"
 
-if not Path(CHROMIUM).exists():  # pragma: no cover - environment without Chromium
-    pytest.skip("Chromium not installed at /usr/bin/chromium", allow_module_level=True)
 
 
 # ------------------------------------------------------------------------------------------ server
@@ -213,7 +200,7 @@ def _fill(api: Api, conf: dict[str, Any], kind: str, n: int) -> list[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright_sync.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = pw.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
         yield b
         b.close()
 
