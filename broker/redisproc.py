@@ -35,7 +35,7 @@ class RedisServer:
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="backupplus-redis-")
             data_dir = Path(self._tmp.name)
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # redis-server chdirs into --dir before opening its log
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -102,11 +102,12 @@ def test_serve_demo_then_hotline_cli(demo_server: dict[str, str], tmp_path: Path
 
 
 def test_serve_stops_its_private_redis(tmp_path: Path) -> None:
+    """Also with a relative state directory, as `make demo` uses (.state)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--port", str(port), "--state-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--port", str(port), "--state-dir", "state"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
     )
     assert proc.stdout is not None
     redis_port = None
@@ -117,7 +118,7 @@ def test_serve_stops_its_private_redis(tmp_path: Path) -> None:
         if "console:" in line:
             break
     assert redis_port is not None
-    assert (tmp_path / "redis").is_dir()
+    assert (tmp_path / "state" / "redis" / "redis.log").is_file()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(20) == 0
     with pytest.raises(OSError):
