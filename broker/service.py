@@ -42,7 +42,8 @@ def utc_now() -> datetime:
 
 
 def iso(t: datetime) -> str:
-    return t.astimezone(sla.PARIS).isoformat()
+    """RFC 3339 in Paris time, to the second (the contract's clock has no use for microseconds)."""
+    return t.astimezone(sla.PARIS).isoformat(timespec="seconds")
 
 
 def _ms(t: datetime) -> int:

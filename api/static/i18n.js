@@ -405,12 +405,14 @@ function locale() {
   return lang === "fr" ? "fr-FR" : "en-GB";
 }
 
-/** A date-time for people: "Thu 28 Nov, 12:00". timeZone: undefined = the browser's. */
-export function fmtDateTime(value, timeZone) {
+/** A date-time for people: "Thu 28 Nov, 12:00". timeZone: undefined = the browser's; withZone adds
+ * the offset ("12:00 UTC+1") so a reader abroad is not misled. */
+export function fmtDateTime(value, timeZone, withZone = false) {
   const d = value instanceof Date ? value : new Date(value);
   if (Number.isNaN(d.getTime())) return "—";
   return new Intl.DateTimeFormat(locale(), {
     weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZone,
+    ...(withZone ? { timeZoneName: "short" } : {}),
   }).format(d);
 }
 

@@ -720,7 +720,8 @@ function renderWindow() {
   const left = windowEndsAt.getTime() - Date.now();
   el.window.hidden = false;
   if (left <= 0) setText(el.window, "window_over");
-  else setText(el.window, "window_until", { when: fmtDateTime(windowEndsAt), left: fmtDuration(left) });
+  // The contract's clock is Paris time (the hotline says "until Tuesday 12:00"): show that, with its offset.
+  else setText(el.window, "window_until", { when: fmtDateTime(windowEndsAt, "Europe/Paris", true), left: fmtDuration(left) });
 }
 
 async function refreshConference() {
