@@ -89,6 +89,8 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             if many:
                 schema = {"type": "array", "items": schema}
             op["responses"][str(status)] = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+            if method == "put":  # an upsert: 201 when it created the resource
+                op["responses"]["201"] = {"description": "Created", "content": {"application/json": {"schema": schema}}}
         for code in sorted({*codes, "unauthorized", "forbidden", "store_unavailable"}):
             p = by_code[code]
             entry = op["responses"].setdefault(
