@@ -5,11 +5,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 Priority = Literal["urgent", "medium", "low"]
 Kind = Literal["audio", "video"]
 OutageState = Literal["active", "restored", "expired"]
+
+
+def _plausible(value: datetime) -> datetime:
+    # Far dates carry historical local-mean-time offsets (+00:09:21 in Paris) that RFC 3339 cannot write.
+    if not 2000 <= value.year <= 2100:
+        raise ValueError("must be between the years 2000 and 2100")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
 class _In(BaseModel):
@@ -27,11 +39,11 @@ class OutageDeclare(_In):
     contract: str = Field(min_length=1, max_length=64)
     serial: str = Field(min_length=1, max_length=64)
     ticket: TicketIn
-    reported_at: AwareDatetime | None = Field(None, description="When the hotline got the call (default now)")
+    reported_at: Instant | None = Field(None, description="When the hotline got the call (default now)")
 
 
 class OutageExtend(_In):
-    window_ends_at: AwareDatetime
+    window_ends_at: Instant
 
 
 class Reserve(_In):

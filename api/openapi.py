@@ -91,7 +91,12 @@ def openapi_document(base_url: str) -> dict[str, Any]:
             op["responses"][str(status)] = {"description": "OK", "content": {"application/json": {"schema": schema}}}
             if method == "put":  # an upsert: 201 when it created the resource
                 op["responses"]["201"] = {"description": "Created", "content": {"application/json": {"schema": schema}}}
-        for code in sorted({*codes, "unauthorized", "forbidden", "store_unavailable"}):
+        common = {"unauthorized", "forbidden", "store_unavailable", "not_found"}
+        if req is not None:
+            common |= {"malformed_json", "validation_failed", "body_too_large"}
+        if any(p["in"] == "query" for p in params):
+            common.add("validation_failed")
+        for code in sorted({*codes, *common}):
             p = by_code[code]
             entry = op["responses"].setdefault(
                 str(p.status),

@@ -100,14 +100,17 @@ async def get_sla(request: web.Request) -> web.Response:
         errors.append({"loc": ["query", "priority"], "msg": "must be urgent, medium or low", "type": "enum"})
     raw = request.query.get("reported_at")
     reported_at = request.app[BROKER].clock()
-    if raw:
+    if raw is not None:
         try:
             reported_at = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
             if reported_at.tzinfo is None:
                 raise ValueError("no offset")
+            if not 2000 <= reported_at.year <= 2100:
+                raise ValueError("out of range")
         except ValueError:
             errors.append(
-                {"loc": ["query", "reported_at"], "msg": "must be RFC 3339 with an offset", "type": "datetime"}
+                {"loc": ["query", "reported_at"], "msg": "must be RFC 3339 with an offset, years 2000 to 2100",
+                 "type": "datetime"}
             )
     if errors:
         raise Problem(problems.VALIDATION_FAILED, errors=errors)
