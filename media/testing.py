@@ -278,3 +278,17 @@ async def admit(
     if res.status != "granted":
         raise RuntimeError(f"admit {name}: {res}")
     return {**doc, "kind": res.kind, "requested_kind": kind, "state": "admitted"}
+
+
+async def until(cond: Any, timeout: float, step: float = 0.05) -> float:
+    """Waits until ``cond()`` (sync or async) is true; returns the time it took. Fails after ``timeout``."""
+    start = time.monotonic()
+    while True:
+        value = cond()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(step)

@@ -20,7 +20,7 @@ from media.errors import NoMediaNode
 from media.internal import OFFER_PATH, SIGNATURE_HEADER
 from media.node import MediaNode
 from media.routing import MediaRouter, node_states
-from media.testing import Client, ToneTrack, admit, seed_conference
+from media.testing import Client, ToneTrack, admit, seed_conference, until
 from quotas import keys
 from quotas.ledger import PortLedger
 
@@ -28,17 +28,6 @@ pytestmark = [pytest.mark.media, pytest.mark.timeout(60)]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def until(cond, timeout: float, step: float = 0.1) -> float:
-    start = time.monotonic()
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)
 
 
 class NodeProcess:

@@ -13,7 +13,16 @@ from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 from broker.settings import Settings
 from media.node import MediaNode
 from media.routing import MediaRouter
-from media.testing import COLOURS, Client, ColourTrack, ToneTrack, admit, frame_has_colour, seed_conference
+from media.testing import (
+    COLOURS,
+    Client,
+    ColourTrack,
+    ToneTrack,
+    admit,
+    frame_has_colour,
+    seed_conference,
+    until,
+)
 from quotas import keys
 from quotas.ledger import PortLedger
 
@@ -22,18 +31,6 @@ pytestmark = [pytest.mark.media, pytest.mark.timeout(90)]
 TONES = {"red": 440.0, "green": 660.0, "blue": 880.0, "phone": 1100.0}
 
 
-async def until(cond, timeout: float, step: float = 0.05) -> float:
-    """Waits until cond() is true; returns the time it took. Fails after ``timeout``."""
-    start = time.monotonic()
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(step)
 
 
 def m_section(sdp: str, kind: str) -> str:

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from api.appkeys import SECRET, SETTINGS
 from api.auth import sign_join_token
 from api.pages import CSP, setup_pages
+from broker.contracts import REASON_CODES
 from broker.settings import Settings
 
 SECRET_BYTES = b"s" * 32
@@ -244,15 +245,7 @@ def test_every_text_exists_in_french_and_english() -> None:
     missing = used - tables["en"]
     assert not missing, missing
     # Codes the console turns into words.
-    for reason in (
-        "contract_not_started",
-        "contract_expired",
-        "contract_suspended",
-        "contract_terminated",
-        "equipment_not_on_contract",
-        "equipment_not_videoconference",
-        "warranty_expired",
-    ):
+    for reason in REASON_CODES:
         assert f"reason_{reason}" in tables["en"]
     for code in (
         "contract_not_found",
