@@ -187,8 +187,13 @@ class Broker:
     async def _present_outage(self, doc: dict, state: str) -> dict:
         outage_id = doc["id"]
         usage = await self.ledger.usage(outage_id)
-        conference_ids = await self.redis.hkeys(keys.conferences(outage_id))
-        return {**doc, "state": state, "in_use": usage["in_use"], "conferences": sorted(map(str, conference_ids))}
+        return {**doc, "state": state, "in_use": usage["in_use"], "conferences": await self._conference_ids(outage_id)}
+
+    async def _conference_ids(self, outage_id: str) -> list[str]:
+        """The outage's conferences, most important first (priority 1 first, then oldest)."""
+        docs = [json.loads(v) for v in (await self.redis.hgetall(keys.conferences(outage_id))).values()]
+        docs.sort(key=lambda d: (d.get("priority", 1), d.get("created_at", ""), d["id"]))
+        return [d["id"] for d in docs]
 
     async def list_outages(self, state: str | None = None, limit: int = 200) -> list[dict]:
         if state == "active":
@@ -358,8 +363,7 @@ class Broker:
         found = await self._raw_outage(outage_id)
         if found is None:
             raise errors.OutageNotFound(f"No outage {outage_id!r}")
-        conference_ids = sorted(map(str, await self.redis.hkeys(keys.conferences(outage_id))))
-        return [await self.get_conference(cid) for cid in conference_ids]
+        return [await self.get_conference(cid) for cid in await self._conference_ids(outage_id)]
 
     async def delete_conference(self, conference_id: str) -> None:
         doc = await self._raw_conference(conference_id)

@@ -313,3 +313,15 @@ async def test_ended_says_why(redis_url: str) -> None:
         r = await client.post(f"/v1/conferences/{kept['id']}/participants",
                               json={"display_name": "x", "kind": "audio"}, headers=_join(kept["join_token"]))
         assert (await _problem(r, 410, "outage_ended"))["reason"] == "outage_restored"
+
+
+async def test_conferences_come_most_important_first(redis_url: str) -> None:
+    async with api_client(redis_url) as client:
+        outage = await open_outage(client)
+        low = await new_conference(client, outage["id"], title="Team sync", priority=3)
+        top = await new_conference(client, outage["id"], title="Board", priority=1)
+        mid = await new_conference(client, outage["id"], title="Clients", priority=2)
+        r = await client.get(f"/v1/outages/{outage['id']}", headers=AUTH)
+        assert (await r.json())["conferences"] == [top["id"], mid["id"], low["id"]]
+        r = await client.get(f"/v1/outages/{outage['id']}/conferences", headers=AUTH)
+        assert [c["title"] for c in await r.json()] == ["Board", "Clients", "Team sync"]
