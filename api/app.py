@@ -7,9 +7,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
+from broker.redisconn import connect
 from broker.secret import shared_secret
 from broker.service import Broker
 from broker.settings import Settings
@@ -25,25 +25,15 @@ log = logging.getLogger("backupplus.app")
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url, "create_app needs settings.redis_url (serve starts a private Redis first)"
-    # A blocking pool: a burst waits for a free connection instead of failing with
-    # "Too many connections" (which would surface as 503 store_unavailable).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        health_check_interval=10,
-        max_connections=64,
-        timeout=5,
+    client = connect(
+        settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
     )
-    client = aioredis.Redis(connection_pool=pool)
     app[REDIS] = client
     app[SECRET] = await shared_secret(client)
     app[BROKER] = Broker(client, settings)
     app[TELEMETRY] = Telemetry(client)
     yield
-    await client.aclose()
-    await pool.disconnect()
+    await client.aclose(close_connection_pool=True)
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:

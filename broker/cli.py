@@ -25,18 +25,18 @@ DEFAULT_API = "http://127.0.0.1:8080"
 # --- serve -----------------------------------------------------------------------------------------
 async def _load_demo(settings: Settings) -> dict[str, str]:
     """Demo contract, one active outage and one conference; returns what to print."""
-    import redis.asyncio as aioredis
 
     from api.auth import sign_join_token
 
     from . import sla
     from .contracts import demo_contract
     from .errors import OutageAlreadyActive
+    from .redisconn import connect
     from .secret import shared_secret
     from .service import Broker
 
     assert settings.redis_url
-    client = aioredis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = connect(settings.redis_url, decode_responses=True)
     try:
         broker = Broker(client, settings)
         contract = demo_contract(datetime.now(sla.PARIS).date())

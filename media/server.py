@@ -13,10 +13,10 @@ import os
 import signal
 import sys
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from broker import eventloop
+from broker.redisconn import connect
 from broker.settings import Settings
 from media.internal import add_internal_routes
 from media.node import MediaNode
@@ -75,7 +75,7 @@ async def serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url, host=args.host, port=args.port, media_capacity_ports=args.capacity
     )
     url = args.public_url or f"http://{args.host}:{args.port}"
-    redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
+    redis = connect(args.redis_url, decode_responses=True)
     node_ref: dict[str, MediaNode] = {}
     runner = web.AppRunner(build_app(node_ref), handle_signals=False)
     await runner.setup()
