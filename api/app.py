@@ -41,22 +41,29 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     broker = app[BROKER]
     interval = app[SETTINGS].sweep_interval_s
 
+    # Stopped by an event, not by cancelling it: a cancel that lands inside a redis-py call can be
+    # swallowed there, and the task then slept on forever (seen: `serve` ignoring SIGTERM).
+    stopping = asyncio.Event()
+
     async def loop() -> None:
-        while True:
+        while not stopping.is_set():
             try:
                 await broker.sweep_leases()
                 await broker.expire_due()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001 - Redis down: try again next tick
                 log.warning("background sweep failed: %s", exc)
-            await asyncio.sleep(interval)
+            waiter = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({waiter}, timeout=interval)
+            waiter.cancel()
 
     task = asyncio.create_task(loop(), name="backupplus-sweeper")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    stopping.set()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    if not done:  # a sweep stuck on an unreachable Redis: give up on it
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def create_app(settings: Settings, *, media_plane: bool = True, pages: bool = True) -> web.Application:

@@ -64,7 +64,7 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
-def start_broker(redis_url: str, port: int, loop: str = "auto") -> subprocess.Popen[bytes]:
+def start_broker(redis_url: str, port: int, loop: str = "asyncio") -> subprocess.Popen[bytes]:
     env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING", "BACKUPPLUS_LOOP": loop}
     return subprocess.Popen(
         [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--redis-url", redis_url, "--port", str(port)],
@@ -293,7 +293,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved saturation rounds")
     parser.add_argument("--outages", type=int, default=20, help="outages to spread the load over")
-    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                         help="event loop of the brokers and of the bare server alike")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()

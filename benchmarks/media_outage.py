@@ -481,7 +481,7 @@ def main() -> None:
         help="node's sys.setswitchinterval in ms, as `backupplus media` sets it (0: Python's 5 ms)",
     )
     p.add_argument("--profile", default="", help="cProfile the node's event-loop thread into FILE.<mode>")
-    p.add_argument("--loop", choices=eventloop.CHOICES, default="auto", help="the node's event loop (auto: uvloop)")
+    p.add_argument("--loop", choices=eventloop.CHOICES, default=eventloop.DEFAULT, help="the node's event loop")
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="shared", help=argparse.SUPPRESS)
     p.add_argument("--redis-url", help=argparse.SUPPRESS)

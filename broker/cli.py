@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--state-dir", default=None, help="where the private Redis keeps its data (default .state)")
     serve.add_argument("--demo", action="store_true", help="load a demo contract, outage and conference")
     serve.add_argument("--no-media", action="store_true", help="no in-process media node")
-    serve.add_argument("--loop", choices=eventloop.CHOICES, default=os.environ.get("BACKUPPLUS_LOOP", "auto"),
+    serve.add_argument("--loop", choices=eventloop.CHOICES, default=os.environ.get("BACKUPPLUS_LOOP", eventloop.DEFAULT),
                        help="event loop (auto: uvloop when installed)")
     serve.set_defaults(func=cmd_serve)
 

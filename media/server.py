@@ -43,7 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="sys.setswitchinterval: the compositor thread waits less for the GIL (Python: 5)",
     )
     p.add_argument("--log-level", default="INFO")
-    p.add_argument("--loop", choices=eventloop.CHOICES, default=os.environ.get("BACKUPPLUS_LOOP", "auto"),
+    p.add_argument("--loop", choices=eventloop.CHOICES, default=os.environ.get("BACKUPPLUS_LOOP", eventloop.DEFAULT),
                    help="event loop (auto: uvloop when installed)")
     return p.parse_args(argv)
 
