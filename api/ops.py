@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from broker.telemetry.media_nodes import count_media_nodes
+from media.registry import node_states
 
 from . import problems
 from .appkeys import REDIS, SETTINGS, TELEMETRY
@@ -24,7 +24,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[REDIS].ping()
-        nodes = await count_media_nodes(request.app[REDIS])
+        nodes = await node_states(request.app[REDIS])
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means not ready
         raise Problem(problems.STORE_UNAVAILABLE, f"Redis is unreachable: {exc}") from None
     if nodes["ready"] == 0:

@@ -134,7 +134,3 @@ class MediaRouter:
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise MediaNodeError("node_unreachable", f"{node.node_id}: {type(exc).__name__}") from None
 
-
-async def node_states(redis: Any) -> dict[str, int]:
-    """{"ready", "draining", "dead"} node counts (for /metrics)."""
-    return await registry.node_states(redis)

@@ -24,12 +24,24 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+async def _flushed_client(server: RedisServer, *, decode_responses: bool) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(server.url, decode_responses=decode_responses)
     await client.flushall()
     try:
         yield client
     finally:
         await client.flushall()
         await client.aclose()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    async for client in _flushed_client(redis_server, decode_responses=True):
+        yield client
+
+
+@pytest.fixture
+async def raw_redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """The same store through a client that returns bytes (the ledger must work with both)."""
+    async for client in _flushed_client(redis_server, decode_responses=False):
+        yield client

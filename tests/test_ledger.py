@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from broker.redisproc import RedisServer
 from quotas import keys
 from quotas.ledger import PortLedger
 
@@ -322,17 +320,6 @@ async def test_admit_reclaims_bounded_then_exact(ledger: PortLedger) -> None:
     await fill(ledger, "audio", 1)
     r = await ledger.admit(O, C1, pid(0), "audio", False, TTL, {}, now_ms=T0 + TTL)
     assert r.status == "granted" and r.lease_expires_ms == T0 + 2 * TTL and r.in_use == 1
-
-
-@pytest.fixture
-async def raw_redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_server.url, decode_responses=False)
-    await client.flushall()
-    try:
-        yield client
-    finally:
-        await client.flushall()
-        await client.aclose()
 
 
 async def test_bytes_client(raw_redis: aioredis.Redis) -> None:

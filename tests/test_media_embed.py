@@ -14,7 +14,8 @@ from broker.redisproc import free_port
 from broker.settings import Settings
 from media.embed import MEDIA_PLANE, attach_media
 from media.errors import NoMediaNode
-from media.routing import MediaRouter, node_states
+from media.registry import node_states
+from media.routing import MediaRouter
 from media.testing import Client, ToneTrack, admit, seed_conference
 from quotas import keys
 from quotas.ledger import PortLedger

@@ -19,7 +19,8 @@ from media import registry
 from media.errors import NoMediaNode
 from media.internal import OFFER_PATH, SIGNATURE_HEADER
 from media.node import MediaNode
-from media.routing import MediaRouter, node_states
+from media.registry import node_states
+from media.routing import MediaRouter
 from media.testing import Client, ToneTrack, admit, seed_conference, until
 from quotas import keys
 from quotas.ledger import PortLedger

@@ -1,32 +1,16 @@
-"""backupplus_media_nodes{state}: media nodes ready, draining, or dead (silent for 5 s), from the registry."""
+"""backupplus_media_nodes{state}: media nodes ready, draining, or dead, as the registry counts them."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from typing import cast
 
 import redis.asyncio as aioredis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from quotas import keys
+from media.registry import node_states
 
 STATES = ("ready", "draining", "dead")
-DEAD_AFTER_MS = 5000
-
-
-async def count_media_nodes(redis: aioredis.Redis) -> dict[str, int]:
-    counts = {s: 0 for s in STATES}
-    now_ms = time.time() * 1000
-    nodes = cast(list[tuple[str, float]], await redis.zrange(keys.MEDIA_NODES, 0, -1, withscores=True))
-    for node_id, beat in nodes:
-        if now_ms - float(beat) > DEAD_AFTER_MS:
-            counts["dead"] += 1
-            continue
-        state = await redis.hget(keys.media_node(str(node_id)), "state")
-        counts["draining" if state == "draining" else "ready"] += 1
-    return counts
 
 
 class MediaNodesCollector(Collector):
@@ -35,7 +19,7 @@ class MediaNodesCollector(Collector):
         self._counts: dict[str, int] = {s: 0 for s in STATES}
 
     async def refresh(self) -> None:
-        self._counts = await count_media_nodes(self.redis)
+        self._counts = await node_states(self.redis)
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily("backupplus_media_nodes", "Media nodes by state", labels=["state"])
