@@ -21,13 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from broker.secret import shared_secret
 from broker.settings import Settings
 from media import registry
 from media.errors import MediaNodeError
+from media.feedback import throttle_remb
 from media.mixer import AudioOutTrack, LatencyStats, Member, Room, VideoOutTrack
 from quotas import keys
 
@@ -286,11 +287,12 @@ class MediaNode:
 
             @pc.on("track")
             def on_track(track: MediaStreamTrack) -> None:
-                wanted = track.kind == "audio" or (kind == "video" and not member.sends_video)
-                if wanted and not any(t.get_name() == f"in-{track.kind}-{pid}" for t in member.tasks):
-                    room.attach_inbound(member, track)
-                else:  # anything else we were sent: consume and drop so that nothing piles up
-                    member.tasks.append(asyncio.create_task(_discard(track), name=f"discard-{pid}"))
+                # decoded by the room (media.inbound), not by a decoder thread per receiver
+                for transceiver in pc.getTransceivers():
+                    if transceiver.receiver.track is track:
+                        room.attach_inbound(member, transceiver.receiver, track.kind)
+                        throttle_remb(transceiver.receiver)
+                        session.hooked.append((transceiver.receiver, "_send_rtcp"))
 
             @pc.on("connectionstatechange")
             async def on_state() -> None:
@@ -413,7 +415,6 @@ class MediaNode:
             for obj, attr in session.hooked:
                 obj.__dict__.pop(attr, None)
             session.hooked.clear()
-            session.member.tasks.clear()
             self._bump()
         finally:
             session.closed.set()
@@ -498,11 +499,3 @@ class MediaNode:
                 ),
                 name="event-outage",
             )
-
-
-async def _discard(track: MediaStreamTrack) -> None:
-    try:
-        while True:
-            await track.recv()
-    except (MediaStreamError, asyncio.CancelledError):
-        pass

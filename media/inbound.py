@@ -1,0 +1,230 @@
+"""Inbound media without aiortc's per-receiver decoder threads.
+
+aiortc's ``RTCRtpReceiver`` reassembles frames on the event loop and hands each one, through a
+``queue.Queue``, to a decoder thread of its own; decoded frames come back to the loop through
+``run_coroutine_threadsafe`` and an ``asyncio.Queue``. For a full outage that is 28 threads waking
+~1,200 times a second, each wake-up a GIL hand-off that the event loop (which does every packet's
+SRTP/RTP work) must wait for: the cProfile of the node showed ``srtp_unprotect`` — a 5 µs C call that
+drops and retakes the GIL — costing 165 µs of the loop's wall time on average.
+
+A :class:`DecodeTap` takes the place of that queue (the receiver keeps its jitter buffer, NACK, PLI
+and RTCP; only where the encoded frame goes changes):
+
+- audio is decoded right on the loop (Opus: ~0.03 ms for 20 ms, decoded straight to mono) into the
+  member's mixing buffer: no thread, no queue;
+- video goes to the room's :class:`VideoDecoders`: a small fixed set of threads (one conference's
+  senders pinned to them, so each stream is decoded in order by one thread) that store the latest
+  decoded picture on the member for the compositor, without going back through the loop;
+- anything not wanted (an audio participant's camera) is dropped undecoded.
+
+aiortc's own decoder thread is still started by ``receive()`` but sleeps on the tap until the
+receiver stops; then it ends the track as before, so close paths are unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import av
+import numpy as np
+from aiortc.codecs import get_decoder
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+if TYPE_CHECKING:
+    from media.mixer import LatencyStats, Member
+
+log = logging.getLogger("backupplus.media.inbound")
+
+AUDIO_RATE = 48000
+MAX_AUDIO_BUFFERED = 960 * 6  # 120 ms: beyond that the oldest audio is dropped (bounded jitter)
+
+# aiortc's private receiver attributes the tap replaces / reads (name-mangled).
+_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
+_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
+_ERROR_ATTR = "_RTCRtpReceiver__decoder_error"
+
+
+class TapTooLate(RuntimeError):
+    """The receiver's decoder thread already runs on aiortc's own queue."""
+
+
+class DecodeTap:
+    """Duck-types the ``queue.Queue`` an ``RTCRtpReceiver`` feeds its decoder thread with."""
+
+    def __init__(self, deliver: Callable[[Any, Any], None]) -> None:
+        self._deliver = deliver
+        self._closed = threading.Event()
+
+    # called by RTCRtpReceiver._handle_rtp_packet (event loop) with (codec, JitterFrame), and with
+    # None by RTCRtpReceiver.__stop_decoder
+    def put(self, item: tuple[Any, Any] | None) -> None:
+        if item is None:
+            self._closed.set()
+            return
+        if not self._closed.is_set():
+            self._deliver(*item)
+
+    # called by aiortc's (now idle) decoder thread: wait for the receiver to stop, then let the
+    # thread end the track as usual
+    def get(self) -> None:
+        self._closed.wait()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+
+def install(receiver: RTCRtpReceiver, deliver: Callable[[Any, Any], None]) -> DecodeTap:
+    """Put a tap in place of ``receiver``'s decoder queue; call before the receiver starts."""
+    if getattr(receiver, _THREAD_ATTR, None) is not None:
+        raise TapTooLate("the receiver's decoder already started")
+    tap = DecodeTap(deliver)
+    setattr(receiver, _QUEUE_ATTR, tap)
+    return tap
+
+
+def flag_decode_error(receiver: RTCRtpReceiver) -> None:
+    """What aiortc's decoder does on a bad frame: the receiver sends a PLI with its next packet."""
+    event = getattr(receiver, _ERROR_ATTR, None)
+    if event is not None:
+        event.set()
+
+
+class AudioIngest:
+    """Decodes one participant's audio on the event loop, straight into its mixing buffer."""
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self._opus: Any = None
+        self._other: Any = None  # aiortc's decoder for anything but Opus (G.711)
+        self._other_name = ""
+
+    def __call__(self, codec: Any, encoded: Any) -> None:
+        try:
+            if codec.name.lower() == "opus":
+                mono = self._decode_opus(encoded.data)
+            else:
+                mono = self._decode_other(codec, encoded)
+        except (av.FFmpegError, ValueError) as exc:
+            log.debug("audio frame of %s not decoded: %s", self.member.pid, exc)
+            return
+        if mono is None or not len(mono):
+            return
+        member = self.member
+        member.audio_buf.append(mono)
+        member.audio_buffered += len(mono)
+        while member.audio_buffered > MAX_AUDIO_BUFFERED:
+            member.audio_buffered -= len(member.audio_buf.popleft())
+
+    def _decode_opus(self, data: bytes) -> np.ndarray | None:
+        if self._opus is None:
+            codec: Any = av.CodecContext.create("libopus", "r")
+            codec.format = "s16"
+            codec.layout = "mono"  # libopus downmixes; the mix is mono anyway
+            codec.sample_rate = AUDIO_RATE
+            self._opus = codec
+        out = []
+        for frame in self._opus.decode(av.Packet(data)):
+            raw = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16)[: frame.samples]
+            out.append(raw.astype(np.int32))
+        if not out:
+            return None
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
+    def _decode_other(self, codec: Any, encoded: Any) -> np.ndarray | None:
+        if self._other is None or self._other_name != codec.name:
+            self._other, self._other_name = get_decoder(codec), codec.name
+        chunks = [to_mono_48k(frame) for frame in self._other.decode(encoded)]
+        if not chunks:
+            return None
+        return np.concatenate(chunks)
+
+
+def to_mono_48k(frame: Any) -> np.ndarray:
+    """Any decoded audio frame as mono int32 samples at 48 kHz (channels averaged, resampled)."""
+    data = frame.to_ndarray()
+    if frame.format.is_planar or data.shape[0] > 1:
+        mono = data.astype(np.int32).mean(axis=0)
+    else:
+        channels = frame.layout.nb_channels
+        mono = data.reshape(-1, channels).astype(np.int32).sum(axis=1) // channels
+    if frame.sample_rate != AUDIO_RATE:
+        n = int(len(mono) * AUDIO_RATE / frame.sample_rate)
+        mono = np.interp(np.linspace(0, len(mono) - 1, n), np.arange(len(mono)), mono)
+    return np.asarray(mono, dtype=np.int32)
+
+
+class VideoDecoders:
+    """A room's video decoding: ``threads`` worker threads, each sender pinned to one of them.
+
+    A worker stores the latest picture of a sender on its member (``frame``, ``frame_seq``,
+    ``frame_at``); the compositor reads it at its own rate. A member that left is skipped."""
+
+    def __init__(
+        self, name: str, threads: int = 2, stats: LatencyStats | None = None
+    ) -> None:
+        self.stats = stats
+        self._queues: list[queue.SimpleQueue[tuple[Member, Any, Any, RTCRtpReceiver] | None]] = []
+        self._threads: list[threading.Thread] = []
+        self._assigned = 0
+        for i in range(max(1, threads)):
+            q: queue.SimpleQueue[tuple[Member, Any, Any, RTCRtpReceiver] | None] = queue.SimpleQueue()
+            t = threading.Thread(target=self._work, args=(q,), name=f"{name}-vdec{i}", daemon=True)
+            self._queues.append(q)
+            self._threads.append(t)
+            t.start()
+
+    def feed_for(self, member: Member, receiver: RTCRtpReceiver) -> Callable[[Any, Any], None]:
+        """The ``deliver`` callable of a video sender's tap: hands its frames to its worker."""
+        q = self._queues[self._assigned % len(self._queues)]
+        self._assigned += 1
+        put = q.put
+
+        def deliver(codec: Any, encoded: Any) -> None:
+            put((member, codec, encoded, receiver))
+
+        return deliver
+
+    def _work(self, q: queue.SimpleQueue[tuple[Member, Any, Any, RTCRtpReceiver] | None]) -> None:
+        from media.mixer import _name_os_thread
+
+        _name_os_thread("mcu-vdecode")
+        decoders: dict[Member, tuple[str, Any]] = {}  # member -> (codec name, its decoder)
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            member, codec, encoded, receiver = item
+            if member.gone:
+                decoders.pop(member, None)
+                continue
+            entry = decoders.get(member)
+            if entry is None or entry[0] != codec.name:
+                entry = (codec.name, get_decoder(codec))
+                decoders[member] = entry
+            try:
+                frames = entry[1].decode(encoded)
+            except av.FFmpegError as exc:
+                log.debug("video frame of %s not decoded: %s", member.pid, exc)
+                flag_decode_error(receiver)
+                continue
+            for frame in frames:
+                member.frame = frame  # type: ignore[assignment]  # a VP8 decoder yields VideoFrames
+                member.frame_at = time.monotonic()
+                member.frame_seq += 1
+                if self.stats is not None:
+                    self.stats.received += 1
+        decoders.clear()
+
+    def close(self) -> None:
+        """Stop the workers (blocks until they end: call from a thread, or when they are idle)."""
+        for q in self._queues:
+            q.put(None)
+        for t in self._threads:
+            t.join()
+        self._threads.clear()
