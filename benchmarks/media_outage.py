@@ -44,6 +44,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 async def node_child(args: argparse.Namespace) -> None:
     import redis.asyncio as aioredis
 
+    if args.cpus:  # before any thread starts: every thread of the node inherits it
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+
     from media.internal import add_internal_routes
     from media.node import MediaNode
 
@@ -76,7 +79,7 @@ async def node_child(args: argparse.Namespace) -> None:
             st.compose_s.clear()
             st.queue_s.clear()
             lags.clear()
-            return web.json_response({"ok": True})
+            return web.json_response({"ok": True, "audio_encodes": sum(r.audio_encodes for r in node.rooms.values())})
         if args.profile:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -93,6 +96,7 @@ async def node_child(args: argparse.Namespace) -> None:
                 "compose_cpu_ms": st.compose_cpu_s * 1000 / max(1, st.composed),
                 "encode_cpu_ms": st.encode_cpu_s * 1000 / max(1, st.composed),
                 "keyframes": sum(r.keyframes for r in node.rooms.values()),
+                "audio_encodes": sum(r.audio_encodes for r in node.rooms.values()),
                 "bitrate": [r._encoder.bitrate for r in node.rooms.values() if r._encoder is not None],
                 "sessions": len(node.sessions),
                 "compose_p50_ms": float(np.percentile(np.fromiter(st.compose_s, float), 50) * 1000)
@@ -156,10 +160,17 @@ class CountingDecoder:
         return []
 
 
-def install_counting_decoders() -> None:
-    import aiortc.rtcrtpreceiver as receiver_module
+def count_on_the_loop(pc: Any) -> None:
+    """Feed every receiver of ``pc`` to a :class:`CountingDecoder` right where aiortc reassembles
+    frames (``media.inbound``'s tap), so the client process runs no decoder thread at all."""
+    from media import inbound
 
-    receiver_module.get_decoder = lambda codec: CountingDecoder(codec.mimeType.split("/")[0].lower())  # type: ignore[assignment]
+    @pc.on("track")
+    def on_track(track: Any) -> None:
+        for transceiver in pc.getTransceivers():
+            if transceiver.receiver.track is track:
+                counter = CountingDecoder(track.kind)
+                inbound.install(transceiver.receiver, lambda codec, frame, c=counter: c.decode(frame))
 
 
 def clip_vp8(width: int, height: int, frames: int, fps: int, seed: int) -> list[bytes]:
@@ -196,18 +207,25 @@ def clip_vp8(width: int, height: int, frames: int, fps: int, seed: int) -> list[
     return out
 
 
-def clip_opus(freq: float, frames: int) -> list[bytes]:
-    from aiortc.codecs.opus import OpusEncoder
-
-    enc = OpusEncoder()
+def clip_opus(freq: float, frames: int, talking: bool = True) -> list[bytes]:
+    """A tone (or, not talking, a quiet room's noise) as a browser's microphone sends it: Opus mono,
+    32 kbit/s (Chrome's default), 20 ms."""
+    codec: Any = av.CodecContext.create("libopus", "w")
+    codec.bit_rate = 32_000
+    codec.format, codec.layout, codec.sample_rate = "s16", "mono", 48000
+    codec.time_base = fractions.Fraction(1, 48000)
+    codec.options = {"application": "voip"}
+    rng = np.random.default_rng(int(freq))
     out = []
     for n in range(frames):
         t = (np.arange(960) + n * 960) / 48000
-        mono = (6000 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(np.repeat(mono, 2).reshape(1, -1), format="s16", layout="stereo")
+        if talking:
+            mono = (6000 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+        else:  # about -60 dBFS of noise: an open microphone in a quiet room
+            mono = rng.normal(0, 30, 960).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(mono.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = 48000, n * 960, fractions.Fraction(1, 48000)
-        payloads, _ = enc.encode(frame)
-        out.extend(payloads)
+        out.extend(bytes(p) for p in codec.encode(frame))
     return out
 
 
@@ -232,6 +250,10 @@ def runqueue_wait_s(pid: int) -> float:
     return total / 1e9
 
 
+# OS thread names (media.mixer / media.inbound name their threads) -> the rows of the report
+THREAD_GROUPS = {"mcu-compose": "compose+encode", "mcu-vdecode": "video decoders", "mcu-audio": "audio"}
+
+
 def thread_cpu_by_name(pid: int) -> dict[str, float]:
     """CPU seconds of the node's threads grouped by OS name (main = the event loop)."""
     out: dict[str, float] = {}
@@ -241,11 +263,7 @@ def thread_cpu_by_name(pid: int) -> dict[str, float]:
             cpu = _task_cpu_s(pid, int(tid))
         except (OSError, ValueError):
             continue
-        key = (
-            "event loop"
-            if int(tid) == pid
-            else ("compose+encode" if name == "mcu-compose" else "other threads")
-        )
+        key = "event loop" if int(tid) == pid else THREAD_GROUPS.get(name, "other threads")
         out[key] = out.get(key, 0.0) + cpu
     return out
 
@@ -304,6 +322,8 @@ async def run_mode(
             str(args.fps),
             "--switch-interval",
             str(args.switch_interval),
+            "--cpus",
+            args.node_cpus,
         ]
         + (["--profile", f"{args.profile}.{mode}"] if args.profile else []),
         stdout=subprocess.PIPE,
@@ -335,11 +355,14 @@ async def run_mode(
             clients.append(
                 Client(p, audio=OpusPackets(clips["opus"][(i + 10) % len(clips["opus"])]), want_video=False)
             )
+        for c in clients:
+            count_on_the_loop(c.pc)
         for c in clients:  # one by one: 18 DTLS handshakes at once are slow on a busy machine
             await c.connect(router.offer)
             await c.wait_connected(30)
         await asyncio.sleep(args.warmup)
-        await http.get(base + "/bench/stats?reset=1")
+        async with http.get(base + "/bench/stats?reset=1") as resp:
+            encodes0 = (await resp.json())["audio_encodes"]
         video_decoders = [d for d in CountingDecoder.instances[first_decoder:] if d.kind == "video"]
         audio_decoders = [d for d in CountingDecoder.instances[first_decoder:] if d.kind == "audio"]
         counts0 = [d.frames for d in video_decoders]
@@ -365,6 +388,8 @@ async def run_mode(
             "loop_cores": (main1 - main0) / wall,
             "runq_wait": (rq1 - rq0) / wall,
             "compose_cores": (split1.get("compose+encode", 0) - split0.get("compose+encode", 0)) / wall,
+            "vdec_cores": (split1.get("video decoders", 0) - split0.get("video decoders", 0)) / wall,
+            "audio_cores": (split1.get("audio", 0) - split0.get("audio", 0)) / wall,
             "other_cores": (split1.get("other threads", 0) - split0.get("other threads", 0)) / wall,
             "loadavg": (load0 + load1) / 2,
             "composed_fps": st["composed"] / wall,
@@ -383,6 +408,7 @@ async def run_mode(
             "lag_p95_ms": st["lag_p95_ms"],
             "peak_mb": proc_peak_mb(child.pid),
             "keyframes": st["keyframes"],
+            "opus_per_tick": (st["audio_encodes"] - encodes0) / (wall / 0.02),
             "inbound_fps": st["received"] / wall / 10,
             "compose_cpu_ms": st["compose_cpu_ms"],
             "encode_cpu_ms": st["encode_cpu_ms"],
@@ -405,13 +431,23 @@ async def run_mode(
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    ncpu = len(os.sched_getaffinity(0))
+    args.node_cpus = ""
+    if args.pin and ncpu >= 2:
+        # The node alone on one CPU, as on its own machine: "<= 1 core" becomes a hard budget and the
+        # clients (and redis-server, started below, which inherits this) cannot take its CPU.
+        cpus = sorted(os.sched_getaffinity(0))
+        args.node_cpus = str(cpus[0])
+        os.sched_setaffinity(0, set(cpus[1:]))
+        print(f"node pinned to CPU {cpus[0]}; clients and redis-server on CPU(s) {cpus[1:]}", flush=True)
     t = time.monotonic()
     clips = {
         "vp8": [clip_vp8(640, 480, 60, 30, seed) for seed in range(3)],
-        "opus": [clip_opus(200 + 90 * i, 50) for i in range(18)],
+        # participants 0..talkers-1 talk (a tone each) all the time, the others have their microphone
+        # open in a quiet room
+        "opus": [clip_opus(200 + 90 * i, 50, talking=i < args.talkers) for i in range(18)],
     }
     print(f"clips encoded in {time.monotonic() - t:.1f} s", flush=True)
-    install_counting_decoders()
     server = RedisServer().start()
     results = []
     client_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -424,9 +460,11 @@ async def main_async(args: argparse.Namespace) -> None:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     print()
     print(
-        f"full outage on one node: 10 video senders 640x480@30 (pre-encoded VP8) + 8 audio; "
+        f"full outage on one node: 10 video senders 640x480@30 (pre-encoded VP8) + 8 audio, "
+        f"{args.talkers} talking at once; "
         f"composed {args.fps:g} fps, {args.seconds:g} s measured after {args.warmup:g} s warm-up; "
-        f"{os.cpu_count()} CPUs on the machine"
+        f"{os.cpu_count()} CPUs on the machine; "
+        + (f"node pinned to CPU {args.node_cpus}" if args.node_cpus else "node not pinned")
     )
     head = f"{'':<34}" + "".join(f"{r['mode']:>16}" for r in results)
     print(head)
@@ -434,7 +472,9 @@ async def main_async(args: argparse.Namespace) -> None:
         ("node CPU (cores)", "cores", "{:.2f}"),
         ("  of which event-loop thread", "loop_cores", "{:.2f}"),
         ("  of which compose(+encode) thread", "compose_cores", "{:.2f}"),
-        ("  of which other threads (1)", "other_cores", "{:.2f}"),
+        ("  of which video decoder threads", "vdec_cores", "{:.2f}"),
+        ("  of which audio thread", "audio_cores", "{:.2f}"),
+        ("  of which other threads (per-receiver: its encoders)", "other_cores", "{:.2f}"),
         ("node CPU-ms per composed frame", "cpu_ms_per_frame", "{:.1f}"),
         ("waiting for a CPU (thread-s/s)", "runq_wait", "{:.2f}"),
         ("machine load average (1 min)", "loadavg", "{:.1f}"),
@@ -444,6 +484,7 @@ async def main_async(args: argparse.Namespace) -> None:
         ("frames/s received per client (min)", "recv_fps_min", "{:.1f}"),
         ("frames/s received per client (mean)", "recv_fps_mean", "{:.1f}"),
         ("audio receivers getting audio", "audio_receivers", "{}"),
+        ("Opus encodes per 20 ms", "opus_per_tick", "{:.1f}"),
         ("added latency p50 (ms)", "p50_ms", "{:.1f}"),
         ("added latency p95 (ms)", "p95_ms", "{:.1f}"),
         ("added latency p99 (ms)", "p99_ms", "{:.1f}"),
@@ -482,7 +523,20 @@ def main() -> None:
     )
     p.add_argument("--profile", default="", help="cProfile the node's event-loop thread into FILE.<mode>")
     p.add_argument("--loop", choices=eventloop.CHOICES, default=eventloop.DEFAULT, help="the node's event loop")
+    p.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="node alone on the first CPU, clients on the others (default; --no-pin: all share all CPUs)",
+    )
+    p.add_argument(
+        "--talkers",
+        type=int,
+        default=18,
+        help="how many of the 18 participants talk at once (default: all, the worst case)",
+    )
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cpus", default="", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="shared", help=argparse.SUPPRESS)
     p.add_argument("--redis-url", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)

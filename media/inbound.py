@@ -49,6 +49,29 @@ _THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
 _ERROR_ATTR = "_RTCRtpReceiver__decoder_error"
 
 
+# what a video sender's tap hands its decoder thread: who, codec, frame, receiver, arrival time
+_Job = tuple["Member", Any, Any, RTCRtpReceiver, float]
+
+
+MAX_BACKLOG = 15  # video frames waiting for one sender's decoder: half a second at 30 fps
+
+
+class Backlog:
+    """One video sender's decode queue depth, as two counters with one writer each (``queued`` by
+    the event loop, ``done`` by the decoder thread): no lock needed."""
+
+    __slots__ = ("done", "dropped", "queued", "skipping")
+
+    def __init__(self) -> None:
+        self.queued = self.done = self.dropped = 0
+        self.skipping = False
+
+
+def is_vp8_keyframe(data: bytes) -> bool:
+    """RFC 6386 9.1: bit 0 of the frame tag is 0 for a key frame."""
+    return len(data) >= 3 and not data[0] & 1
+
+
 class TapTooLate(RuntimeError):
     """The receiver's decoder thread already runs on aiortc's own queue."""
 
@@ -165,32 +188,46 @@ class VideoDecoders:
     A worker stores the latest picture of a sender on its member (``frame``, ``frame_seq``,
     ``frame_at``); the compositor reads it at its own rate. A member that left is skipped."""
 
-    def __init__(
-        self, name: str, threads: int = 2, stats: LatencyStats | None = None
-    ) -> None:
+    def __init__(self, name: str, threads: int = 2, stats: LatencyStats | None = None) -> None:
         self.stats = stats
-        self._queues: list[queue.SimpleQueue[tuple[Member, Any, Any, RTCRtpReceiver] | None]] = []
+        self._queues: list[queue.SimpleQueue[_Job | None]] = []
         self._threads: list[threading.Thread] = []
         self._assigned = 0
         for i in range(max(1, threads)):
-            q: queue.SimpleQueue[tuple[Member, Any, Any, RTCRtpReceiver] | None] = queue.SimpleQueue()
+            q: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
             t = threading.Thread(target=self._work, args=(q,), name=f"{name}-vdec{i}", daemon=True)
             self._queues.append(q)
             self._threads.append(t)
             t.start()
 
     def feed_for(self, member: Member, receiver: RTCRtpReceiver) -> Callable[[Any, Any], None]:
-        """The ``deliver`` callable of a video sender's tap: hands its frames to its worker."""
+        """The ``deliver`` callable of a video sender's tap: hands its frames to its worker.
+
+        Overload: when a sender's frames wait more than ``MAX_BACKLOG`` deep (the CPU cannot keep
+        up), its backlog is not let grow: frames are dropped up to the next keyframe, which is asked
+        for at once (PLI), as a receiver does after a loss."""
         q = self._queues[self._assigned % len(self._queues)]
         self._assigned += 1
         put = q.put
+        backlog = member.decode_backlog
 
         def deliver(codec: Any, encoded: Any) -> None:
-            put((member, codec, encoded, receiver))
+            if backlog.skipping:
+                if not is_vp8_keyframe(encoded.data):
+                    backlog.dropped += 1
+                    return
+                backlog.skipping = False
+            if backlog.queued - backlog.done >= MAX_BACKLOG:
+                backlog.skipping = True
+                backlog.dropped += 1
+                flag_decode_error(receiver)
+                return
+            backlog.queued += 1
+            put((member, codec, encoded, receiver, time.monotonic()))
 
         return deliver
 
-    def _work(self, q: queue.SimpleQueue[tuple[Member, Any, Any, RTCRtpReceiver] | None]) -> None:
+    def _work(self, q: queue.SimpleQueue[_Job | None]) -> None:
         from media.mixer import _name_os_thread
 
         _name_os_thread("mcu-vdecode")
@@ -199,7 +236,8 @@ class VideoDecoders:
             item = q.get()
             if item is None:
                 break
-            member, codec, encoded, receiver = item
+            member, codec, encoded, receiver, arrived = item
+            member.decode_backlog.done += 1
             if member.gone:
                 decoders.pop(member, None)
                 continue
@@ -215,7 +253,7 @@ class VideoDecoders:
                 continue
             for frame in frames:
                 member.frame = frame  # type: ignore[assignment]  # a VP8 decoder yields VideoFrames
-                member.frame_at = time.monotonic()
+                member.frame_at = arrived  # the latency probe counts from the frame's arrival
                 member.frame_seq += 1
                 if self.stats is not None:
                     self.stats.received += 1

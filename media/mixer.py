@@ -39,7 +39,7 @@ from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from av.video.reformatter import VideoReformatter
 
 from media import font, inbound
-from media.inbound import AudioIngest, VideoDecoders
+from media.inbound import AudioIngest, Backlog, VideoDecoders
 
 log = logging.getLogger("backupplus.media.mixer")
 
@@ -50,7 +50,14 @@ AUDIO_PTIME = AUDIO_SAMPLES / AUDIO_RATE
 VIDEO_CLOCK = 90000
 VIDEO_TIME_BASE = fractions.Fraction(1, VIDEO_CLOCK)
 AUDIO_TIME_BASE = fractions.Fraction(1, AUDIO_RATE)
-MIN_BITRATE, MAX_BITRATE, DEFAULT_BITRATE = 250_000, 1_500_000, 1_000_000
+# The grid's bitrate follows the lowest REMB within these bounds. 1 Mbit/s at most for 854x480, as
+# libwebrtc's own table allows ~1.2 Mbit/s at 960x540: more buys nothing visible on a grid of small
+# tiles, and costs encoder time and packets x receivers.
+MIN_BITRATE, MAX_BITRATE, DEFAULT_BITRATE = 250_000, 1_000_000, 800_000
+# Talk detection: mean |sample| of a participant's 20 ms (16-bit) at or above this = talking (160 is
+# Asterisk ConfBridge's default talking threshold), and still talking for 500 ms after.
+TALK_THRESHOLD = 160.0
+TALK_HANGOVER_TICKS = 25
 KEYFRAME_MIN_INTERVAL = 0.5  # s: a storm of PLIs from one receiver costs at most 2 keyframes/s
 BLACK_Y, GREY_UV = 16, 128
 
@@ -64,6 +71,10 @@ def _name_os_thread(name: str) -> None:
         libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
+
+
+def _to_s16(mix: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(mix, -32768), 32767).astype(np.int16).reshape(1, -1)
 
 
 def _deliver_audio(out: list[tuple[AudioOutTrack, list[av.Packet]]]) -> None:
@@ -94,42 +105,53 @@ class LatencyStats:
         return float(np.percentile(np.fromiter(self.samples, dtype=float), q))
 
 
+class OpusMixEncoder:
+    """libopus for a mix: mono, 40 kbit/s, 20 ms, packets stamped with the room's audio clock."""
+
+    def __init__(self, bitrate: int = 40_000) -> None:
+        codec: Any = av.CodecContext.create("libopus", "w")
+        codec.bit_rate = bitrate
+        codec.format = "s16"
+        codec.layout = "mono"  # a mix is mono: half the cost of stereo; every Opus decoder plays it
+        codec.sample_rate = AUDIO_RATE
+        codec.time_base = AUDIO_TIME_BASE
+        # "audio" (CELT at this rate), complexity 5: 0.14 ms per 20 ms here, against 0.26 ms for
+        # "voip" (SILK/hybrid). A mix of several voices gains nothing from SILK's one-talker speech
+        # model, and the encode runs for every participant every 20 ms.
+        codec.options = {"application": "audio", "compression_level": "5"}
+        self._codec: Any = codec
+
+    def encode(self, samples: np.ndarray, pts: int) -> list[av.Packet]:
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = pts
+        frame.time_base = AUDIO_TIME_BASE
+        packets = list(self._codec.encode(frame))
+        for packet in packets:
+            # libopus reports a pre-skip offset; the room's clock is what every receiver's sender
+            # turns into RTP timestamps, so a participant moving between its own encoder and the
+            # listeners' shared one keeps a continuous timeline
+            packet.pts = pts
+            packet.time_base = AUDIO_TIME_BASE
+        return packets
+
+
 class AudioOutTrack(MediaStreamTrack):
-    """What one participant hears: the mix minus themselves, 20 ms at a time, Opus-encoded by the
-    room's audio thread and handed to the sender as ``av.Packet``: the sender only packetises."""
+    """What one participant hears, as Opus ``av.Packet`` (the sender only packetises): encoded by
+    the room's audio thread, with this participant's own encoder while they talk (the mix minus
+    themselves), otherwise shared with every other listener (the same packets)."""
 
     kind = "audio"
 
     def __init__(self, bitrate: int = 40_000) -> None:
         super().__init__()
         self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue()
-        self._pts = 0
-        codec: Any = av.CodecContext.create("libopus", "w")
-        codec.bit_rate = bitrate
-        codec.format = "s16"
-        codec.layout = "mono"  # voice: mono Opus costs half of stereo; every Opus decoder plays it
-        codec.sample_rate = AUDIO_RATE
-        codec.time_base = AUDIO_TIME_BASE
-        # Complexity 5 (libopus default 10): 0.16 instead of 0.21 ms per 20 ms here, ×18 participants
-        # every 20 ms; the usual WebRTC choice on busy or small machines, transparent for speech.
-        codec.options = {"application": "audio", "compression_level": "5"}
-        self._codec: Any = codec
+        self._encoder: OpusMixEncoder | None = OpusMixEncoder(bitrate)
 
-    def encode(self, samples: np.ndarray) -> list[av.Packet]:
-        """Encode 20 ms of this participant's mix (the room's audio thread)."""
-        codec = self._codec
-        if codec is None:
-            return []
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = AUDIO_RATE
-        frame.pts = self._pts
-        frame.time_base = AUDIO_TIME_BASE
-        self._pts += AUDIO_SAMPLES
-        packets = list(codec.encode(frame))
-        for packet in packets:
-            packet.pts = frame.pts  # libopus reports a pre-skip offset; keep our own clock
-            packet.time_base = AUDIO_TIME_BASE
-        return packets
+    def encode(self, samples: np.ndarray, pts: int) -> list[av.Packet]:
+        """Encode 20 ms of this participant's own mix (the room's audio thread)."""
+        encoder = self._encoder
+        return encoder.encode(samples, pts) if encoder is not None else []
 
     def deliver(self, packets: list[av.Packet]) -> None:
         """Queue encoded packets for the sender (event loop)."""
@@ -151,7 +173,7 @@ class AudioOutTrack(MediaStreamTrack):
     def stop(self) -> None:
         if self.readyState == "live":
             self._queue.put_nowait(None)
-        self._codec = None
+        self._encoder = None
         super().stop()
 
 
@@ -210,6 +232,8 @@ class Member:
     audio_buf: deque[np.ndarray] = field(default_factory=deque)
     audio_buffered: int = 0
     audio_primed: bool = False
+    talk_ticks: int = 0  # > 0: talking (mixed in, hears its own mix-minus)
+    decode_backlog: Backlog = field(default_factory=Backlog)
     # inbound video: the latest decoded frame, its sequence number and when it arrived
     frame: av.VideoFrame | None = None
     frame_seq: int = 0
@@ -375,6 +399,7 @@ class Room:
         video_mode: str = "shared",
         stats: LatencyStats | None = None,
         decode_threads: int = 2,
+        talk_threshold: float = TALK_THRESHOLD,
     ) -> None:
         self.conference_id = conference_id
         self.decode_threads = decode_threads
@@ -385,6 +410,10 @@ class Room:
         self._audio_thread: threading.Thread | None = None
         self._audio_inbox: queue.SimpleQueue[tuple[AudioIngest, Any, Any]] = queue.SimpleQueue()
         self._audio_stop = threading.Event()
+        self._audio_pts = 0  # the room's audio clock (samples): every encoder stamps its packets with it
+        self._listener_encoder = OpusMixEncoder()
+        self.talk_threshold = talk_threshold
+        self.audio_encodes = 0  # Opus encodes so far (talkers' own + the listeners' shared one)
         self._video_task: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._encoder: Vp8Encoder | None = None
@@ -502,28 +531,52 @@ class Room:
         return out
 
     def mix_once(self) -> list[tuple[AudioOutTrack, list[av.Packet]]]:
-        """Decode what arrived, mix 20 ms, encode each participant's mix (the room's audio thread)."""
+        """Decode what arrived, mix 20 ms, encode what each participant hears (the audio thread).
+
+        Only talkers are mixed (a participant is talking while its 20 ms mean level reaches
+        ``talk_threshold``, and for ``TALK_HANGOVER_TICKS`` after): 18 open microphones would
+        otherwise add up 18 rooms' background noise. A talker hears the mix minus themselves,
+        encoded for them; everyone else hears the whole mix, the same for all of them, so it is
+        encoded once and the same packets go to every listener."""
         while True:
             try:
                 ingest, codec, encoded = self._audio_inbox.get_nowait()
             except queue.Empty:
                 break
             ingest(codec, encoded)
+        pts = self._audio_pts
+        self._audio_pts += AUDIO_SAMPLES
         members = tuple(self.members.values())  # the loop may add or remove members meanwhile
-        contributions: dict[str, np.ndarray] = {}
+        talkers: dict[str, np.ndarray] = {}
         for member in members:
             chunk = self._take_audio(member)
-            if chunk is not None:
-                contributions[member.pid] = chunk
-        total = sum(contributions.values()) if contributions else np.zeros(AUDIO_SAMPLES, dtype=np.int32)
+            if chunk is None:
+                member.talk_ticks = 0
+                continue
+            if float(np.abs(chunk).mean()) >= self.talk_threshold:
+                member.talk_ticks = TALK_HANGOVER_TICKS
+            elif member.talk_ticks > 0:
+                member.talk_ticks -= 1
+            if member.talk_ticks > 0:
+                talkers[member.pid] = chunk
+        total = np.zeros(AUDIO_SAMPLES, dtype=np.int32)
+        for chunk in talkers.values():
+            total += chunk
         out: list[tuple[AudioOutTrack, list[av.Packet]]] = []
+        shared: list[av.Packet] | None = None
         for member in members:
             track = member.audio_out
             if track is None or member.gone:
                 continue
-            own = contributions.get(member.pid)
-            mix = total - own if own is not None else total
-            packets = track.encode(np.minimum(np.maximum(mix, -32768), 32767).astype(np.int16).reshape(1, -1))
+            own = talkers.get(member.pid)
+            if own is not None:
+                packets = track.encode(_to_s16(total - own), pts)
+                self.audio_encodes += 1
+            else:
+                if shared is None:
+                    shared = self._listener_encoder.encode(_to_s16(total), pts)
+                    self.audio_encodes += 1
+                packets = shared
             if packets:
                 out.append((track, packets))
         return out

@@ -11,6 +11,7 @@ import pytest
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from broker.settings import Settings
+from media.mixer import MAX_BITRATE, MIN_BITRATE
 from media.node import MediaNode
 from media.routing import MediaRouter
 from media.testing import (
@@ -122,7 +123,7 @@ async def test_conference_mix_and_leave(redis, node):
         )
         await until(lambda: room.keyframes == before + 1, 1)
         await until(lambda: any(m.remb for m in room.members.values()), 5)
-        assert 250_000 <= room.target_bitrate() <= 1_500_000
+        assert MIN_BITRATE <= room.target_bitrate() <= MAX_BITRATE
 
         # DELETE participant (the broker releases the port and publishes the event): media closes < 2 s
         blue = clients["blue"].participant
