@@ -61,6 +61,7 @@ async def node_child(args: argparse.Namespace) -> None:
         fps=args.fps,
         video_mode=args.mode,
         collect_stats=True,
+        decode_threads=args.decode_threads,
     )
     app = web.Application(client_max_size=1 << 20)
     add_internal_routes(app, lambda: node)
@@ -229,6 +230,20 @@ def clip_opus(freq: float, frames: int, talking: bool = True) -> list[bytes]:
     return out
 
 
+def machine_reference_ms(clip: list[bytes]) -> float:
+    """CPU ms of one VP8 decode of the clip, alone on a thread: how fast this machine is today
+    (machines of the same kind differed by 1.8x from one day to the next here)."""
+    best = float("inf")
+    for _ in range(3):
+        decoder: Any = av.CodecContext.create("libvpx", "r")
+        decoder.thread_count = 1
+        t = time.thread_time()
+        for data in clip:
+            decoder.decode(av.Packet(data))
+        best = min(best, (time.thread_time() - t) * 1000 / len(clip))
+    return best
+
+
 def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
@@ -324,6 +339,8 @@ async def run_mode(
             str(args.switch_interval),
             "--cpus",
             args.node_cpus,
+            "--decode-threads",
+            str(args.decode_threads),
         ]
         + (["--profile", f"{args.profile}.{mode}"] if args.profile else []),
         stdout=subprocess.PIPE,
@@ -448,6 +465,8 @@ async def main_async(args: argparse.Namespace) -> None:
         "opus": [clip_opus(200 + 90 * i, 50, talking=i < args.talkers) for i in range(18)],
     }
     print(f"clips encoded in {time.monotonic() - t:.1f} s", flush=True)
+    args.reference_ms = machine_reference_ms(clips["vp8"][0])
+    print(f"machine reference: one 640x480 VP8 decode of the clip takes {args.reference_ms:.2f} ms", flush=True)
     server = RedisServer().start()
     results = []
     client_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -465,6 +484,7 @@ async def main_async(args: argparse.Namespace) -> None:
         f"composed {args.fps:g} fps, {args.seconds:g} s measured after {args.warmup:g} s warm-up; "
         f"{os.cpu_count()} CPUs on the machine; "
         + (f"node pinned to CPU {args.node_cpus}" if args.node_cpus else "node not pinned")
+        + f"; VP8 640x480 decode here: {args.reference_ms:.2f} ms"
     )
     head = f"{'':<34}" + "".join(f"{r['mode']:>16}" for r in results)
     print(head)
@@ -535,6 +555,7 @@ def main() -> None:
         default=18,
         help="how many of the 18 participants talk at once (default: all, the worst case)",
     )
+    p.add_argument("--decode-threads", type=int, default=2, help="video decoder threads per conference")
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cpus", default="", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="shared", help=argparse.SUPPRESS)

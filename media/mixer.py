@@ -453,8 +453,7 @@ class Room:
             for track in (member.audio_out, member.video_out):
                 if track is not None:
                     track.stop()
-            member.frame = None
-            member.audio_buf.clear()
+            member.frame = None  # its buffers belong to the audio and decoder threads: left to them
         return member
 
     def attach_inbound(self, member: Member, receiver: RTCRtpReceiver, kind: str) -> None:
@@ -549,7 +548,7 @@ class Room:
         members = tuple(self.members.values())  # the loop may add or remove members meanwhile
         talkers: dict[str, np.ndarray] = {}
         for member in members:
-            chunk = self._take_audio(member)
+            chunk = self._take_audio(member) if not member.gone else None
             if chunk is None:
                 member.talk_ticks = 0
                 continue

@@ -95,6 +95,7 @@ class MediaNode:
         fps: float = 25.0,
         video_mode: str = "shared",
         collect_stats: bool = False,
+        decode_threads: int = 2,
         ledger: Any = None,
         connect_timeout_s: float | None = None,
     ) -> None:
@@ -105,6 +106,7 @@ class MediaNode:
         self.outage_ports = settings.audio_ports + settings.video_ports
         self.fps = fps
         self.video_mode = video_mode
+        self.decode_threads = decode_threads
         self.stats = LatencyStats() if collect_stats else None
         self.ledger = ledger
         self.connect_timeout_s = connect_timeout_s or settings.admission_lease_s
@@ -264,7 +266,13 @@ class MediaNode:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         room = self.rooms.get(conference)
         if room is None or room.closed:
-            room = Room(conference, fps=self.fps, video_mode=self.video_mode, stats=self.stats)
+            room = Room(
+                conference,
+                fps=self.fps,
+                video_mode=self.video_mode,
+                stats=self.stats,
+                decode_threads=self.decode_threads,
+            )
             self.rooms[conference] = room
         member = Member(pid=pid, display_name=name, kind=kind)
         session = Session(pid=pid, outage=outage, conference=conference, kind=kind, pc=pc, member=member)
