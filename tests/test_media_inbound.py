@@ -54,6 +54,16 @@ async def receivers() -> Any:
     await pc.close()
 
 
+def video_sender(
+    receiver: RTCRtpReceiver, clip_shape: tuple[int, int, int], threads: int
+) -> tuple[list[bytes], VideoDecoders, Member, Any]:
+    """A VP8 clip (width, height, frames), a room's decoders and a video member fed through them."""
+    clip = pre_encode_vp8(*clip_shape, 30)
+    decoders = VideoDecoders("test", threads=threads)
+    member = Member(pid="v", display_name="V", kind="video")
+    return clip, decoders, member, decoders.feed_for(member, receiver)
+
+
 def test_tap_delivers_until_the_receiver_stops() -> None:
     got: list[tuple[Any, Any]] = []
     tap = DecodeTap(lambda codec, frame: got.append((codec, frame)))
@@ -130,12 +140,8 @@ def test_audio_ingest_skips_a_corrupt_packet() -> None:
 
 
 async def test_video_decoders_keep_the_latest_picture_and_its_arrival(receivers: Any) -> None:
-    _, receiver = receivers
-    clip = pre_encode_vp8(320, 240, 10, 30)
+    clip, decoders, member, deliver = video_sender(receivers[1], (320, 240, 10), threads=2)
     assert is_vp8_keyframe(clip[0]) and not any(is_vp8_keyframe(f) for f in clip[1:])
-    decoders = VideoDecoders("test", threads=2)
-    member = Member(pid="v1", display_name="V", kind="video")
-    deliver = decoders.feed_for(member, receiver)
     try:
         before = time.monotonic()
         for data in clip:
@@ -149,12 +155,8 @@ async def test_video_decoders_keep_the_latest_picture_and_its_arrival(receivers:
 
 
 async def test_an_overloaded_decoder_drops_to_the_next_keyframe_and_asks_for_one(receivers: Any) -> None:
-    _, receiver = receivers
-    clip = pre_encode_vp8(640, 480, 60, 30)
-    decoders = VideoDecoders("test", threads=1)
-    member = Member(pid="v2", display_name="W", kind="video")
-    deliver = decoders.feed_for(member, receiver)
-    error = vars(receiver)["_RTCRtpReceiver__decoder_error"]
+    clip, decoders, member, deliver = video_sender(receivers[1], (640, 480, 60), threads=1)
+    error = vars(receivers[1])["_RTCRtpReceiver__decoder_error"]
     try:
         for data in clip:  # 60 frames at once: far faster than one thread decodes 640x480
             deliver(VP8, JitterFrame(data, 0))
@@ -176,11 +178,7 @@ async def test_an_overloaded_decoder_drops_to_the_next_keyframe_and_asks_for_one
 
 
 async def test_decoders_skip_a_member_that_left(receivers: Any) -> None:
-    _, receiver = receivers
-    clip = pre_encode_vp8(160, 120, 5, 30)
-    decoders = VideoDecoders("test", threads=1)
-    member = Member(pid="v3", display_name="X", kind="video")
-    deliver = decoders.feed_for(member, receiver)
+    clip, decoders, member, deliver = video_sender(receivers[1], (160, 120, 5), threads=1)
     try:
         member.gone = True
         for data in clip:
