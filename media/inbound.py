@@ -10,8 +10,9 @@ drops and retakes the GIL — costing 165 µs of the loop's wall time on average
 A :class:`DecodeTap` takes the place of that queue (the receiver keeps its jitter buffer, NACK, PLI
 and RTCP; only where the encoded frame goes changes):
 
-- audio is decoded right on the loop (Opus: ~0.03 ms for 20 ms, decoded straight to mono) into the
-  member's mixing buffer: no thread, no queue;
+- audio goes, undecoded, to the room's audio thread, which decodes it (Opus straight to mono,
+  ~0.04 ms for 20 ms) into the member's mixing buffer at its next 20 ms tick (decoding on the loop
+  was tried: 900 GIL-releasing calls a second there made the loop lag 30-45 ms);
 - video goes to the room's :class:`VideoDecoders`: a small fixed set of threads (one conference's
   senders pinned to them, so each stream is decoded in order by one thread) that store the latest
   decoded picture on the member for the compositor, without going back through the loop;
@@ -119,7 +120,8 @@ def flag_decode_error(receiver: RTCRtpReceiver) -> None:
 
 
 class AudioIngest:
-    """Decodes one participant's audio on the event loop, straight into its mixing buffer."""
+    """Decodes one participant's audio straight into its mixing buffer (called on the room's audio
+    thread, which alone touches that buffer)."""
 
     def __init__(self, member: Member) -> None:
         self.member = member
