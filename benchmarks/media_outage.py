@@ -62,6 +62,7 @@ async def node_child(args: argparse.Namespace) -> None:
         video_mode=args.mode,
         collect_stats=True,
         decode_threads=args.decode_threads,
+        srtp_holds_gil=args.srtp_gil == "hold",
     )
     app = web.Application(client_max_size=1 << 20)
     add_internal_routes(app, lambda: node)
@@ -341,6 +342,8 @@ async def run_mode(
             args.node_cpus,
             "--decode-threads",
             str(args.decode_threads),
+            "--srtp-gil",
+            args.srtp_gil,
         ]
         + (["--profile", f"{args.profile}.{mode}"] if args.profile else []),
         stdout=subprocess.PIPE,
@@ -556,6 +559,12 @@ def main() -> None:
         help="how many of the 18 participants talk at once (default: all, the worst case)",
     )
     p.add_argument("--decode-threads", type=int, default=2, help="video decoder threads per conference")
+    p.add_argument(
+        "--srtp-gil",
+        choices=("hold", "release"),
+        default="hold",
+        help="the node's SRTP calls keep the GIL (media.srtp, the default) or release it (pylibsrtp as is)",
+    )
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cpus", default="", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="shared", help=argparse.SUPPRESS)

@@ -26,7 +26,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from broker.secret import shared_secret
 from broker.settings import Settings
-from media import registry
+from media import registry, srtp
 from media.errors import MediaNodeError
 from media.feedback import throttle_remb
 from media.mixer import AudioOutTrack, LatencyStats, Member, Room, VideoOutTrack
@@ -96,6 +96,7 @@ class MediaNode:
         video_mode: str = "shared",
         collect_stats: bool = False,
         decode_threads: int = 2,
+        srtp_holds_gil: bool = True,
         ledger: Any = None,
         connect_timeout_s: float | None = None,
     ) -> None:
@@ -107,6 +108,8 @@ class MediaNode:
         self.fps = fps
         self.video_mode = video_mode
         self.decode_threads = decode_threads
+        if srtp_holds_gil:
+            srtp.install()
         self.stats = LatencyStats() if collect_stats else None
         self.ledger = ledger
         self.connect_timeout_s = connect_timeout_s or settings.admission_lease_s

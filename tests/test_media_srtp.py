@@ -1,0 +1,69 @@
+"""media.srtp: libsrtp through ctypes.PyDLL gives byte for byte what pylibsrtp's cffi path gives,
+with the same errors. Real libsrtp, real keys."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import pylibsrtp
+import pytest
+from pylibsrtp import Policy, Session
+
+from media import srtp
+
+pytestmark = pytest.mark.media
+T = TypeVar("T")
+
+KEY = os.urandom(30)
+RTP = bytes.fromhex("80600001000000010000beef") + os.urandom(900)
+RTCP = bytes.fromhex("80c80006") + bytes.fromhex("0000beef") + os.urandom(20)
+
+
+def sessions() -> tuple[Session, Session]:
+    tx = Session(policy=Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    rx = Session(policy=Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    return tx, rx
+
+
+def with_original(fn: Callable[[], T]) -> T:
+    """Run fn with pylibsrtp's own (GIL-releasing) method in place, then put back what was there."""
+    current = pylibsrtp.Session._Session__process  # type: ignore[attr-defined]
+    pylibsrtp.Session._Session__process = srtp.ORIGINAL_PROCESS  # type: ignore[attr-defined]
+    try:
+        return fn()
+    finally:
+        pylibsrtp.Session._Session__process = current  # type: ignore[attr-defined]
+
+
+def test_same_bytes_as_pylibsrtp() -> None:
+    def run() -> list[bytes]:
+        tx, rx = sessions()
+        out = [tx.protect(RTP), tx.protect_rtcp(RTCP)]
+        out += [rx.unprotect(out[0]), rx.unprotect_rtcp(out[1])]
+        return out
+
+    reference = with_original(run)
+    srtp.install()
+    assert srtp.install() is False  # idempotent
+    assert pylibsrtp.Session._Session__process is not srtp.ORIGINAL_PROCESS  # type: ignore[attr-defined]
+    assert run() == reference
+    assert reference[2] == RTP and reference[3] == RTCP
+
+
+def test_same_errors() -> None:
+    srtp.install()
+    tx, rx = sessions()
+    protected = tx.protect(RTP)
+    assert rx.unprotect(protected) == RTP
+    with pytest.raises(pylibsrtp.Error, match="replay"):
+        rx.unprotect(protected)  # the replay window is libsrtp's, as before
+    tampered = bytearray(tx.protect(RTP[:2] + b"\x00\x02" + RTP[4:]))
+    tampered[20] ^= 1
+    with pytest.raises(pylibsrtp.Error, match="auth"):
+        rx.unprotect(bytes(tampered))
+    with pytest.raises(ValueError, match="too long"):
+        tx.protect(b"\x80" * 1500)
+    with pytest.raises(TypeError):
+        tx.protect(bytearray(RTP))  # type: ignore[arg-type]
