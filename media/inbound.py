@@ -10,8 +10,8 @@ drops and retakes the GIL — costing 165 µs of the loop's wall time on average
 A :class:`DecodeTap` takes the place of that queue (the receiver keeps its jitter buffer, NACK, PLI
 and RTCP; only where the encoded frame goes changes):
 
-- audio goes, undecoded, to the room's audio thread, which decodes it (Opus straight to mono,
-  ~0.04 ms for 20 ms) into the member's mixing buffer at its next 20 ms tick (decoding on the loop
+- audio goes, undecoded, to the room's audio thread, which decodes it (Opus straight to mono with
+  libopus, ``media.opus``, ~0.04 ms for 20 ms) into the member's mixing buffer at its next 20 ms tick (decoding on the loop
   was tried: 900 GIL-releasing calls a second there made the loop lag 30-45 ms);
 - video goes to the room's :class:`VideoDecoders`: a small fixed set of threads (one conference's
   senders pinned to them, so each stream is decoded in order by one thread) that store the latest
@@ -35,6 +35,8 @@ import av
 import numpy as np
 from aiortc.codecs import get_decoder
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+from media import opus
 
 if TYPE_CHECKING:
     from media.mixer import LatencyStats, Member
@@ -135,7 +137,7 @@ class AudioIngest:
                 mono = self._decode_opus(encoded.data)
             else:
                 mono = self._decode_other(codec, encoded)
-        except (av.FFmpegError, ValueError) as exc:
+        except (av.FFmpegError, opus.OpusError, ValueError) as exc:
             log.debug("audio frame of %s not decoded: %s", self.member.pid, exc)
             return
         if mono is None or not len(mono):
@@ -148,18 +150,8 @@ class AudioIngest:
 
     def _decode_opus(self, data: bytes) -> np.ndarray | None:
         if self._opus is None:
-            codec: Any = av.CodecContext.create("libopus", "r")
-            codec.format = "s16"
-            codec.layout = "mono"  # libopus downmixes; the mix is mono anyway
-            codec.sample_rate = AUDIO_RATE
-            self._opus = codec
-        out = []
-        for frame in self._opus.decode(av.Packet(data)):
-            raw = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16)[: frame.samples]
-            out.append(raw.astype(np.int32))
-        if not out:
-            return None
-        return out[0] if len(out) == 1 else np.concatenate(out)
+            self._opus = opus.Decoder()  # mono: libopus downmixes a stereo stream; the mix is mono
+        return self._opus.decode(data).astype(np.int32)
 
     def _decode_other(self, codec: Any, encoded: Any) -> np.ndarray | None:
         if self._other is None or self._other_name != codec.name:
