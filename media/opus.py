@@ -83,57 +83,63 @@ def _check(code: int) -> int:
     return code
 
 
-class Encoder:
+class _Coder:
+    """Owns one libopus state; ``close()`` (or garbage collection) frees it once."""
+
+    _state: int | None = None
+    _destroy: Any = None
+
+    def _live_state(self) -> int:
+        if self._state is None:
+            raise OpusError(f"{type(self).__name__.lower()} closed")
+        return self._state
+
+    def close(self) -> None:
+        if self._state is not None:
+            self._destroy(self._state)
+            self._state = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Encoder(_Coder):
     """A mono 48 kHz Opus encoder: ``encode(samples)`` takes 960 int16 samples, returns one packet."""
+
+    _destroy = _lib.opus_encoder_destroy
 
     def __init__(self, bitrate: int = 40_000, complexity: int = 5, application: str = "audio") -> None:
         err = ctypes.c_int(0)
         state = _lib.opus_encoder_create(SAMPLE_RATE, 1, APPLICATION[application], ctypes.byref(err))
         _check(err.value)
-        self._state: int | None = state
+        self._state = state
         _check(_lib.opus_encoder_ctl(ctypes.c_void_p(state), _SET_BITRATE, ctypes.c_int32(bitrate)))
         _check(_lib.opus_encoder_ctl(ctypes.c_void_p(state), _SET_COMPLEXITY, ctypes.c_int32(complexity)))
         self._out = ctypes.create_string_buffer(MAX_PACKET)
 
     def encode(self, samples: np.ndarray) -> bytes:
-        if self._state is None:
-            raise OpusError("encoder closed")
+        state = self._live_state()
         pcm = np.ascontiguousarray(samples, dtype=np.int16).ravel()
         if len(pcm) != FRAME_SAMPLES:
             raise ValueError(f"expected {FRAME_SAMPLES} samples, got {len(pcm)}")
-        n = _check(_lib.opus_encode(self._state, pcm.ctypes.data, FRAME_SAMPLES, self._out, MAX_PACKET))
+        n = _check(_lib.opus_encode(state, pcm.ctypes.data, FRAME_SAMPLES, self._out, MAX_PACKET))
         return self._out.raw[:n]
 
-    def close(self) -> None:
-        if self._state is not None:
-            _lib.opus_encoder_destroy(self._state)
-            self._state = None
 
-    def __del__(self) -> None:
-        self.close()
-
-
-class Decoder:
+class Decoder(_Coder):
     """A mono 48 kHz Opus decoder (a stereo stream is downmixed by libopus)."""
+
+    _destroy = _lib.opus_decoder_destroy
 
     def __init__(self) -> None:
         err = ctypes.c_int(0)
         state = _lib.opus_decoder_create(SAMPLE_RATE, 1, ctypes.byref(err))
         _check(err.value)
-        self._state: int | None = state
+        self._state = state
         self._pcm = np.empty(MAX_FRAME_SAMPLES, dtype=np.int16)
 
     def decode(self, data: bytes) -> np.ndarray:
         """The packet's samples (int16, a copy)."""
-        if self._state is None:
-            raise OpusError("decoder closed")
-        n = _check(_lib.opus_decode(self._state, data, len(data), self._pcm.ctypes.data, MAX_FRAME_SAMPLES, 0))
+        state = self._live_state()
+        n = _check(_lib.opus_decode(state, data, len(data), self._pcm.ctypes.data, MAX_FRAME_SAMPLES, 0))
         return self._pcm[:n].copy()
-
-    def close(self) -> None:
-        if self._state is not None:
-            _lib.opus_decoder_destroy(self._state)
-            self._state = None
-
-    def __del__(self) -> None:
-        self.close()
