@@ -41,36 +41,25 @@ def _find_library() -> str:
     return system
 
 
+_P, _I, _I32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int32
+# the libopus calls used here: name -> (return type, argument types), from opus.h
+_SIGNATURES: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "opus_encoder_create": (_P, (_I32, _I, _I, ctypes.POINTER(_I))),
+    "opus_encode": (_I32, (_P, _P, _I, _P, _I32)),  # state, pcm, frame size, out, max bytes
+    "opus_encoder_destroy": (None, (_P,)),
+    "opus_decoder_create": (_P, (_I32, _I, ctypes.POINTER(_I))),
+    "opus_decode": (_I, (_P, ctypes.c_char_p, _I32, _P, _I, _I)),  # state, data, len, pcm, max, fec
+    "opus_decoder_destroy": (None, (_P,)),
+    "opus_strerror": (ctypes.c_char_p, (_I,)),
+}
+
+
 def _load() -> Any:
     lib = ctypes.PyDLL(_find_library())  # PyDLL: the calls keep the GIL
-    lib.opus_encoder_create.argtypes = (ctypes.c_int32, ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.c_int))
-    lib.opus_encoder_create.restype = ctypes.c_void_p
-    lib.opus_encode.argtypes = (
-        ctypes.c_void_p,
-        ctypes.c_void_p,
-        ctypes.c_int,
-        ctypes.c_void_p,
-        ctypes.c_int32,
-    )
-    lib.opus_encode.restype = ctypes.c_int32
-    lib.opus_encoder_ctl.restype = ctypes.c_int
-    lib.opus_encoder_destroy.argtypes = (ctypes.c_void_p,)
-    lib.opus_encoder_destroy.restype = None
-    lib.opus_decoder_create.argtypes = (ctypes.c_int32, ctypes.c_int, ctypes.POINTER(ctypes.c_int))
-    lib.opus_decoder_create.restype = ctypes.c_void_p
-    lib.opus_decode.argtypes = (
-        ctypes.c_void_p,
-        ctypes.c_char_p,
-        ctypes.c_int32,
-        ctypes.c_void_p,
-        ctypes.c_int,
-        ctypes.c_int,
-    )
-    lib.opus_decode.restype = ctypes.c_int
-    lib.opus_decoder_destroy.argtypes = (ctypes.c_void_p,)
-    lib.opus_decoder_destroy.restype = None
-    lib.opus_strerror.argtypes = (ctypes.c_int,)
-    lib.opus_strerror.restype = ctypes.c_char_p
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        func = getattr(lib, name)
+        func.restype, func.argtypes = restype, argtypes
+    lib.opus_encoder_ctl.restype = _I  # variadic: arguments passed as ctypes values
     return lib
 
 
