@@ -530,6 +530,55 @@ async def main_async(args: argparse.Namespace) -> None:
     print(
         f"client process CPU over the whole run: {ru.ru_utime + ru.ru_stime - client_cpu0.ru_utime - client_cpu0.ru_stime:.1f} s"
     )
+    if args.plot:
+        plot(results, args, Path(args.plot))
+        print(f"plot: {args.plot}")
+
+
+def plot(results: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
+    """Where each mode's CPU goes (stacked by thread group), with what it delivered."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [
+        ("event loop (RTP/SRTP)", "loop_cores", "#4c72b0"),
+        ("video decoders", "vdec_cores", "#dd8452"),
+        ("audio (decode, mix, encode)", "audio_cores", "#55a868"),
+        ("compose + shared encode", "compose_cores", "#c44e52"),
+        ("per-receiver encoders", "other_cores", "#8172b3"),
+    ]
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    names = [r["mode"].replace("_", "-") for r in results]
+    bottom = np.zeros(len(results))
+    for label, key, colour in groups:
+        values = np.array([r.get(key, 0.0) for r in results])
+        if values.any():
+            ax.bar(names, values, bottom=bottom, label=label, color=colour, width=0.5)
+            bottom += values
+    budget = 1.0
+    ax.axhline(budget, color="black", linestyle="--", linewidth=1)
+    ax.text(-0.45, budget + 0.02, "target: 1 core", ha="left", va="bottom", fontsize=8)
+    for i, r in enumerate(results):
+        ax.text(
+            i,
+            bottom[i] + 0.03,
+            f"{r['recv_fps_min']:.1f} fps, p95 {r['p95_ms']:.0f} ms\n{r['cpu_ms_per_frame']:.0f} CPU-ms/frame",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_ylim(0, max(1.3, float(bottom.max()) + 0.3))
+    ax.set_ylabel("node CPU (cores)")
+    where = f"node pinned to CPU {args.node_cpus}" if args.node_cpus else "node not pinned"
+    ax.set_title(
+        f"One full outage: 10 video 640x480@30 + 8 audio, {args.talkers} talking; {where}", fontsize=9
+    )
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -565,6 +614,7 @@ def main() -> None:
         default="hold",
         help="the node's SRTP calls keep the GIL (media.srtp, the default) or release it (pylibsrtp as is)",
     )
+    p.add_argument("--plot", default="", help="write a PNG of where each mode's CPU goes")
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cpus", default="", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="shared", help=argparse.SUPPRESS)
