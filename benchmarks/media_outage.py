@@ -36,6 +36,7 @@ from aiohttp import web
 from broker import eventloop
 from broker.redisproc import RedisServer, free_port
 from broker.settings import Settings
+from media.testing import encode_vp8
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -67,6 +68,9 @@ async def node_child(args: argparse.Namespace) -> None:
     app = web.Application(client_max_size=1 << 20)
     add_internal_routes(app, lambda: node)
 
+    def audio_encodes() -> int:
+        return sum(r.audio_encodes for r in node.rooms.values())
+
     async def stats(request: web.Request) -> web.Response:
         st = node.stats
         assert st is not None
@@ -81,7 +85,7 @@ async def node_child(args: argparse.Namespace) -> None:
             st.compose_s.clear()
             st.queue_s.clear()
             lags.clear()
-            return web.json_response({"ok": True, "audio_encodes": sum(r.audio_encodes for r in node.rooms.values())})
+            return web.json_response({"ok": True, "audio_encodes": audio_encodes()})
         if args.profile:
             profiler.disable()
             profiler.dump_stats(args.profile)
@@ -98,7 +102,7 @@ async def node_child(args: argparse.Namespace) -> None:
                 "compose_cpu_ms": st.compose_cpu_s * 1000 / max(1, st.composed),
                 "encode_cpu_ms": st.encode_cpu_s * 1000 / max(1, st.composed),
                 "keyframes": sum(r.keyframes for r in node.rooms.values()),
-                "audio_encodes": sum(r.audio_encodes for r in node.rooms.values()),
+                "audio_encodes": audio_encodes(),
                 "bitrate": [r._encoder.bitrate for r in node.rooms.values() if r._encoder is not None],
                 "sessions": len(node.sessions),
                 "compose_p50_ms": float(np.percentile(np.fromiter(st.compose_s, float), 50) * 1000)
@@ -169,44 +173,29 @@ def count_on_the_loop(pc: Any) -> None:
 
     @pc.on("track")
     def on_track(track: Any) -> None:
-        for transceiver in pc.getTransceivers():
-            if transceiver.receiver.track is track:
-                counter = CountingDecoder(track.kind)
-                inbound.install(transceiver.receiver, lambda codec, frame, c=counter: c.decode(frame))
+        receiver = inbound.receiver_of(pc, track)
+        if receiver is not None:
+            counter = CountingDecoder(track.kind)
+            inbound.install(receiver, lambda codec, frame: counter.decode(frame))
 
 
 def clip_vp8(width: int, height: int, frames: int, fps: int, seed: int) -> list[bytes]:
     """A smooth moving pattern (like a camera picture, not noise), encoded once at 500 kbit/s."""
-    codec: Any = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-    codec.bit_rate = 500_000
-    codec.time_base = fractions.Fraction(1, fps)
-    codec.gop_size = 10 * frames
-    codec.options = {
-        "deadline": "realtime",
-        "cpu-used": "-6",
-        "lag-in-frames": "0",
-        "minrate": "500000",
-        "maxrate": "500000",
-        "bufsize": "500000",
-    }
     xx, yy = np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 6.28, 4)
-    out = []
-    for i in range(frames):
+
+    def picture(i: int) -> np.ndarray:
         t = i / fps
         row = 128 + 60 * np.sin(xx / 37 + t * 2 + phase[0])
         col = 50 * np.cos(yy / 23 - t * 3 + phase[1])
         buf = np.empty((height * 3 // 2, width), dtype=np.uint8)
         buf[:height] = np.clip(col[:, None] + row[None, :], 0, 255)
         buf[height:] = 128 + int(40 * np.sin(phase[2] + t))
-        frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
-        frame.pts = i
-        if i == 0:
-            frame.pict_type = av.video.frame.PictureType.I
-        out.append(b"".join(bytes(p) for p in codec.encode(frame)))
-    return out
+        return buf
+
+    pictures = (picture(i) for i in range(frames))
+    return encode_vp8(pictures, width, height, fps, bitrate=500_000, gop_size=10 * frames, cbr=True)
 
 
 def clip_opus(freq: float, frames: int, talking: bool = True) -> list[bytes]:
@@ -266,12 +255,13 @@ def runqueue_wait_s(pid: int) -> float:
     return total / 1e9
 
 
-# OS thread names (media.mixer / media.inbound name their threads) -> the rows of the report
-THREAD_GROUPS = {"mcu-compose": "compose+encode", "mcu-vdecode": "video decoders", "mcu-audio": "audio"}
+# OS thread names (media.mixer / media.inbound name their threads) -> the result keys of their CPU
+THREAD_GROUPS = {"mcu-compose": "compose_cores", "mcu-vdecode": "vdec_cores", "mcu-audio": "audio_cores"}
+OTHER_THREADS = "other_cores"
 
 
 def thread_cpu_by_name(pid: int) -> dict[str, float]:
-    """CPU seconds of the node's threads grouped by OS name (main = the event loop)."""
+    """CPU seconds of the node's threads other than the event loop, grouped by OS name."""
     out: dict[str, float] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -279,8 +269,9 @@ def thread_cpu_by_name(pid: int) -> dict[str, float]:
             cpu = _task_cpu_s(pid, int(tid))
         except (OSError, ValueError):
             continue
-        key = "event loop" if int(tid) == pid else THREAD_GROUPS.get(name, "other threads")
-        out[key] = out.get(key, 0.0) + cpu
+        if int(tid) != pid:  # the event loop is measured on its own
+            key = THREAD_GROUPS.get(name, OTHER_THREADS)
+            out[key] = out.get(key, 0.0) + cpu
     return out
 
 
@@ -407,10 +398,10 @@ async def run_mode(
             "cores": (cpu1 - cpu0) / wall,
             "loop_cores": (main1 - main0) / wall,
             "runq_wait": (rq1 - rq0) / wall,
-            "compose_cores": (split1.get("compose+encode", 0) - split0.get("compose+encode", 0)) / wall,
-            "vdec_cores": (split1.get("video decoders", 0) - split0.get("video decoders", 0)) / wall,
-            "audio_cores": (split1.get("audio", 0) - split0.get("audio", 0)) / wall,
-            "other_cores": (split1.get("other threads", 0) - split0.get("other threads", 0)) / wall,
+            **{
+                key: (split1.get(key, 0.0) - split0.get(key, 0.0)) / wall
+                for key in (*THREAD_GROUPS.values(), OTHER_THREADS)
+            },
             "loadavg": (load0 + load1) / 2,
             "composed_fps": st["composed"] / wall,
             "sent_fps_min": min(sent_fps) if sent_fps else 0.0,

@@ -43,8 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("backupplus.media.inbound")
 
-AUDIO_RATE = 48000
-MAX_AUDIO_BUFFERED = 960 * 6  # 120 ms: beyond that the oldest audio is dropped (bounded jitter)
+MAX_AUDIO_BUFFERED = opus.FRAME_SAMPLES * 6  # 120 ms: beyond that the oldest audio is dropped (bounded jitter)
 
 # aiortc's private receiver attributes the tap replaces / reads (name-mangled).
 _QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
@@ -103,6 +102,14 @@ class DecodeTap:
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+
+def receiver_of(pc: Any, track: Any) -> RTCRtpReceiver | None:
+    """The receiver of a remote ``track`` (what a peer connection's ``track`` event gives)."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.receiver.track is track:
+            return transceiver.receiver  # type: ignore[no-any-return]
+    return None
 
 
 def install(receiver: RTCRtpReceiver, deliver: Callable[[Any, Any], None]) -> DecodeTap:
@@ -170,8 +177,8 @@ def to_mono_48k(frame: Any) -> np.ndarray:
     else:
         channels = frame.layout.nb_channels
         mono = data.reshape(-1, channels).astype(np.int32).sum(axis=1) // channels
-    if frame.sample_rate != AUDIO_RATE:
-        n = int(len(mono) * AUDIO_RATE / frame.sample_rate)
+    if frame.sample_rate != opus.SAMPLE_RATE:
+        n = int(len(mono) * opus.SAMPLE_RATE / frame.sample_rate)
         mono = np.interp(np.linspace(0, len(mono) - 1, n), np.arange(len(mono)), mono)
     return np.asarray(mono, dtype=np.int32)
 

@@ -1,8 +1,8 @@
 """One conference's MCU: mix-minus audio and one composed VP8 grid encoded once for every receiver.
 
-Audio: every participant's Opus is decoded on the event loop as it arrives (``media.inbound``: no
-per-receiver decoder thread); the mixer takes 20 ms of each (48 kHz), sums them, and hands each
-participant "everyone but me", Opus-encoded here, as an ``av.Packet`` its sender only packetises.
+Audio: every participant's Opus goes undecoded to the room's audio thread (``media.inbound``: no
+per-receiver decoder thread), which every 20 ms decodes it, mixes the talkers and hands each
+participant what it hears, Opus-encoded there, as an ``av.Packet`` its sender only packetises.
 
 Video: every video participant's frames are decoded by the room's few decoder threads
 (``media.inbound.VideoDecoders``); at a steady rate the mixer scales the
@@ -121,9 +121,6 @@ class OpusMixEncoder:
         packet.pts = pts
         packet.time_base = AUDIO_TIME_BASE
         return [packet]
-
-    def close(self) -> None:
-        self._encoder.close()
 
 
 class AudioOutTrack(MediaStreamTrack):
@@ -471,12 +468,10 @@ class Room:
         self.closed = True
         for pid in list(self.members):
             self.remove(pid)
-        tasks = [t for t in (self._video_task,) if t is not None]
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._video_task = None
+        if self._video_task is not None:
+            task, self._video_task = self._video_task, None
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         self._audio_stop.set()
         if self._audio_thread is not None:
             thread, self._audio_thread = self._audio_thread, None

@@ -29,6 +29,7 @@ from broker.settings import Settings
 from media import registry, srtp
 from media.errors import MediaNodeError
 from media.feedback import throttle_remb
+from media.inbound import receiver_of
 from media.mixer import AudioOutTrack, LatencyStats, Member, Room, VideoOutTrack
 from quotas import keys
 
@@ -299,11 +300,11 @@ class MediaNode:
             @pc.on("track")
             def on_track(track: MediaStreamTrack) -> None:
                 # decoded by the room (media.inbound), not by a decoder thread per receiver
-                for transceiver in pc.getTransceivers():
-                    if transceiver.receiver.track is track:
-                        room.attach_inbound(member, transceiver.receiver, track.kind)
-                        throttle_remb(transceiver.receiver)
-                        session.hooked.append((transceiver.receiver, "_send_rtcp"))
+                receiver = receiver_of(pc, track)
+                if receiver is not None:
+                    room.attach_inbound(member, receiver, track.kind)
+                    throttle_remb(receiver)
+                    session.hooked.append((receiver, "_send_rtcp"))
 
             @pc.on("connectionstatechange")
             async def on_state() -> None:

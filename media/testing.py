@@ -7,7 +7,7 @@ import asyncio
 import fractions
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import av
@@ -97,28 +97,49 @@ class ColourTrack(MediaStreamTrack):
         return frame
 
 
-def pre_encode_vp8(
-    width: int, height: int, frames: int, fps: float, seed: int = 0, bitrate: int = 500_000
+def encode_vp8(
+    pictures: Iterable[np.ndarray],
+    width: int,
+    height: int,
+    fps: float,
+    *,
+    bitrate: int = 500_000,
+    gop_size: int,
+    cbr: bool = False,
 ) -> list[bytes]:
-    """A moving-texture clip encoded once (first frame a keyframe, then one every ``frames``)."""
-    rng = np.random.default_rng(seed)
+    """yuv420p pictures (``height * 3 // 2`` rows of ``width``) encoded once with libvpx in realtime,
+    as a browser would (the first a keyframe); ``cbr`` holds the rate at ``bitrate``."""
     codec: Any = av.CodecContext.create("libvpx", "w")
     codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
     codec.bit_rate = bitrate
     codec.time_base = fractions.Fraction(1, int(fps))
-    codec.gop_size = frames
-    codec.options = {"deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0"}
-    base = rng.integers(0, 255, size=(height * 3 // 2 + 64, width + 64), dtype=np.uint8)
+    codec.gop_size = gop_size
+    options = {"deadline": "realtime", "cpu-used": "-6", "lag-in-frames": "0"}
+    if cbr:
+        options.update(minrate=str(bitrate), maxrate=str(bitrate), bufsize=str(bitrate))
+    codec.options = options
     out = []
-    for i in range(frames):
-        shift = (i * 3) % 64
-        buf = np.ascontiguousarray(base[shift : shift + height * 3 // 2, shift : shift + width])
+    for i, buf in enumerate(pictures):
         frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
         frame.pts = i
         if i == 0:
             frame.pict_type = av.video.frame.PictureType.I
         out.append(b"".join(bytes(p) for p in codec.encode(frame)))
     return out
+
+
+def pre_encode_vp8(
+    width: int, height: int, frames: int, fps: float, seed: int = 0, bitrate: int = 500_000
+) -> list[bytes]:
+    """A moving-texture clip encoded once (first frame a keyframe, then one every ``frames``)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, size=(height * 3 // 2 + 64, width + 64), dtype=np.uint8)
+
+    def picture(i: int) -> np.ndarray:
+        shift = (i * 3) % 64
+        return np.ascontiguousarray(base[shift : shift + height * 3 // 2, shift : shift + width])
+
+    return encode_vp8((picture(i) for i in range(frames)), width, height, fps, bitrate=bitrate, gop_size=frames)
 
 
 class PacketTrack(MediaStreamTrack):
