@@ -247,6 +247,12 @@ def _state(page: Any, state: str, timeout: float = 20) -> None:
     page.wait_for_function(f"document.body.dataset.state === {json.dumps(state)}", timeout=timeout * 1000)
 
 
+RECORD_STATES_JS = """() => {
+  window.bpStates = [];
+  new MutationObserver(() => window.bpStates.push(document.body.dataset.state))
+    .observe(document.body, { attributes: true, attributeFilter: ["data-state"] });
+}"""
+
 FRAMES_JS = """async () => {
   const v = document.querySelector('video');
   const t0 = v.currentTime;
@@ -379,8 +385,12 @@ def test_restore_ends_the_call_and_keyboard_join(
     page.keyboard.press("Enter")
     _state(page, "connected")
     assert page.locator("#window").is_visible() and "left" in page.locator("#window").text_content()
+    page.evaluate(RECORD_STATES_JS)
     server.ok("POST", f"/v1/outages/{conference['outage']}/restore")
     _state(page, "ended", timeout=15)
+    # Straight to "ended": a restore also marks participants "left", and the page once took that
+    # for a removal by the hotline (idle, "removed") until its next poll, up to 15 s later.
+    assert "idle" not in page.evaluate("() => window.bpStates")
     assert "your own video system is working again" in page.locator("#ended").text_content()
     assert page.locator("#ended-phone").text_content() == HOTLINE
     assert page.locator("#join-form").is_hidden()
@@ -527,3 +537,17 @@ def test_removed_by_the_hotline_stays_out(server: Api, conference: dict[str, Any
     time.sleep(1)
     conf = server.ok("GET", f"/v1/conferences/{conference['id']}", token=conference["token"])
     assert conf["participants"] == []  # not re-admitted behind the hotline's back
+
+
+def test_restore_ends_a_video_call_for_everyone(server: Api, conference: dict[str, Any], pages: Pages) -> None:
+    """Two video participants in a call when the hotline restores: both pages say "ended" (their
+    media closes first, and the reconnection that follows must not read as a removal)."""
+    both = [pages.open(conference["join_url"] + f"?name={n}&kind=video&autojoin=1") for n in ("Eve", "Finn")]
+    for page in both:
+        _state(page, "connected")
+        page.evaluate(RECORD_STATES_JS)
+    server.ok("POST", f"/v1/outages/{conference['outage']}/restore")
+    for page in both:
+        _state(page, "ended", timeout=10)
+        assert "idle" not in page.evaluate("() => window.bpStates")
+        assert "your own video system is working again" in page.locator("#ended").text_content()

@@ -526,7 +526,11 @@ async function connect({ immediate = true } = {}) {
         // Lapsed (node died: "expired") or media failed ("failed"): admit again, at once the
         // first time, then with backoff.
         if (session.participantId && (await wasRemoved(session.participantId))) {
-          if (runId === session.runId) removed();
+          if (runId !== session.runId) return;
+          // "left" is also what a restore or the end of the window leaves behind: the conference
+          // tells which, so that a restore reads "ended", not "removed by the hotline".
+          await refreshConference();
+          if (runId === session.runId && !endedForGood) removed();
           return;
         }
         if (runId !== session.runId) return;
