@@ -5,7 +5,7 @@ per-receiver decoder thread), which every 20 ms decodes it, mixes the talkers an
 participant what it hears, Opus-encoded there, as an ``av.Packet`` its sender only packetises.
 
 Video: every video participant's frames are decoded by the room's few decoder threads
-(``media.inbound.VideoDecoders``); at a steady rate the mixer scales the
+(``media.inbound.VideoDecoders``); the room's compositor thread, on its own steady clock, scales the
 latest frame of each to its tile (never larger than the tile, so never above 480 lines), labels it with
 the display name, composes one ``CANVAS_W`` x ``CANVAS_H`` grid and encodes it ONCE with libvpx.
 The same ``av.Packet`` goes to every video receiver's track; aiortc's sender only packetises it
@@ -20,7 +20,6 @@ receiver): only for the benchmark's comparison.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import fractions
 import logging
 import math
@@ -97,7 +96,7 @@ class LatencyStats:
         self.encode_cpu_s = 0.0  # ... and the shared encode
         self.sent: dict[str, int] = {}
         self.compose_s: deque[float] = deque(maxlen=10_000)  # wall time of one compose+encode
-        self.queue_s: deque[float] = deque(maxlen=10_000)  # submitted -> started on the worker
+        self.queue_s: deque[float] = deque(maxlen=10_000)  # how late a compose started after its tick
 
     def percentile(self, q: float) -> float | None:
         if not self.samples:
@@ -401,14 +400,14 @@ class Room:
         self._listener_encoder = OpusMixEncoder()
         self.talk_threshold = talk_threshold
         self.audio_encodes = 0  # Opus encodes so far (talkers' own + the listeners' shared one)
-        self._video_task: asyncio.Task[None] | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._video_thread: threading.Thread | None = None
+        self._video_stop = threading.Event()
         self._encoder: Vp8Encoder | None = None
         self._compositor: Compositor | None = None
         self._keyframe = False
         self._last_keyframe = 0.0
         self.keyframes = 0  # shared keyframes encoded (new receivers, PLI/FIR, bitrate changes)
-        self._video_wakeup = asyncio.Event()
+        self._video_wakeup = threading.Event()  # a first video receiver: the compositor starts ticking
         self._video_decoders: VideoDecoders | None = None
         self.closed = False
 
@@ -423,14 +422,14 @@ class Room:
                 daemon=True,
             )
             self._audio_thread.start()
-        if member.video_out is not None and self._video_task is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1,
-                thread_name_prefix=f"mcu-{self.conference_id[-9:]}",
-                initializer=_name_os_thread,
-                initargs=("mcu-compose",),
+        if member.video_out is not None and self._video_thread is None:
+            self._video_thread = threading.Thread(
+                target=self._video_worker,
+                args=(asyncio.get_running_loop(),),
+                name=f"mcu-{self.conference_id[-6:]}-compose",
+                daemon=True,
             )
-            self._video_task = asyncio.create_task(self._video_loop(), name=f"mix-video-{self.conference_id}")
+            self._video_thread.start()
         self._video_wakeup.set()
 
     def remove(self, pid: str) -> Member | None:
@@ -468,17 +467,15 @@ class Room:
         self.closed = True
         for pid in list(self.members):
             self.remove(pid)
-        if self._video_task is not None:
-            task, self._video_task = self._video_task, None
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        self._video_stop.set()
+        self._video_wakeup.set()
         self._audio_stop.set()
         if self._audio_thread is not None:
             thread, self._audio_thread = self._audio_thread, None
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
-        if self._executor is not None:
-            executor, self._executor = self._executor, None
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown, True)
+        if self._video_thread is not None:
+            thread, self._video_thread = self._video_thread, None
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
         if self._encoder is not None:
             self._encoder.close()
             self._encoder = None
@@ -606,14 +603,14 @@ class Room:
         pts: int,
         keyframe: bool,
         bitrate: int,
-        submitted: float = 0.0,
+        due: float = 0.0,
     ) -> tuple[bytes | None, np.ndarray]:
         started = time.monotonic()
         try:
             return self._compose_encode_inner(sources, pts, keyframe, bitrate)
         finally:
             if self.stats is not None:
-                self.stats.queue_s.append(started - submitted)
+                self.stats.queue_s.append(started - due)
                 self.stats.compose_s.append(time.monotonic() - started)
 
     def _compose_encode_inner(
@@ -642,65 +639,70 @@ class Room:
             self.stats.encode_cpu_s += time.thread_time() - t1
         return data, canvas
 
-    async def _video_loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _video_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The compositor thread: on its own 1/fps clock, compose the latest pictures, encode them once,
+        and hand the result to the event loop in one call.
+
+        Pacing lives here, not on the event loop: a frame costs the loop one hand-off (packets to the
+        senders) instead of two (tick, then result), and a loop that lags behind its packets delays
+        that frame's sending but does not lower the frame rate."""
+        _name_os_thread("mcu-compose")
         period = 1.0 / self.fps
-        start = loop.time()
+        start = time.monotonic()
         next_t = start
         last_seq: dict[str, int] = {}
-        try:
-            while True:
-                receivers = [m for m in self.members.values() if m.video_out is not None]
-                if not receivers:
-                    self._video_wakeup.clear()
-                    await self._video_wakeup.wait()
-                    next_t = loop.time()
-                    continue
-                senders = sorted(
-                    (m for m in self.members.values() if m.kind == "video" and m.sends_video),
-                    key=lambda m: (m.joined, m.pid),
-                )
-                sources = [(m.pid, m.display_name, m.frame, m.frame_seq) for m in senders]
-                fresh = [
-                    m.frame_at for m in senders if m.frame is not None and last_seq.get(m.pid) != m.frame_seq
-                ]
-                last_seq = {m.pid: m.frame_seq for m in senders}
-                keyframe, self._keyframe = self._keyframe, False
-                if keyframe:
-                    self._last_keyframe = time.monotonic()
-                    self.keyframes += 1
-                pts = int((loop.time() - start) * VIDEO_CLOCK)
-                data, canvas = await loop.run_in_executor(
-                    self._executor,
-                    self._compose_encode,
-                    sources,
-                    pts,
-                    keyframe,
-                    self.target_bitrate(),
-                    time.monotonic(),
-                )
-                if self.stats is not None:
-                    self.stats.composed += 1
-                if self.video_mode == "shared":
-                    if data:
-                        packet = av.Packet(data)
-                        packet.pts, packet.time_base = pts, VIDEO_TIME_BASE
-                        for m in self.members.values():
-                            if m.video_out is not None:
-                                m.video_out.push(packet, fresh)
-                else:
-                    for m in self.members.values():
-                        if m.video_out is not None:
-                            frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p")
-                            frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
-                            m.video_out.push(frame, fresh)
-                next_t += period
-                delay = next_t - loop.time()
-                if delay < -period:  # behind by more than a frame: skip instead of bursting
-                    next_t = loop.time()
-                    delay = 0.0
-                await asyncio.sleep(delay)
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # pragma: no cover
-            log.exception("video mixer of %s failed", self.conference_id)
+        stop, wakeup = self._video_stop, self._video_wakeup
+        while not stop.is_set():
+            members = tuple(self.members.values())  # the loop may add or remove members meanwhile
+            if not any(m.video_out is not None for m in members):
+                wakeup.clear()
+                if not any(m.video_out is not None for m in self.members.values()):
+                    wakeup.wait()
+                next_t = time.monotonic()
+                continue
+            senders = sorted((m for m in members if m.kind == "video" and m.sends_video), key=lambda m: (m.joined, m.pid))
+            sources = [(m.pid, m.display_name, m.frame, m.frame_seq) for m in senders]
+            fresh = [m.frame_at for m in senders if m.frame is not None and last_seq.get(m.pid) != m.frame_seq]
+            last_seq = {m.pid: m.frame_seq for m in senders}
+            keyframe = self._keyframe
+            if keyframe:  # a request landing between these two lines is served by this keyframe
+                self._keyframe = False
+                self._last_keyframe = time.monotonic()
+                self.keyframes += 1
+            now = time.monotonic()
+            pts = int((now - start) * VIDEO_CLOCK)
+            try:
+                data, canvas = self._compose_encode(sources, pts, keyframe, self.target_bitrate(), next_t)
+            except Exception:  # pragma: no cover - a bad picture must not stop the room's video
+                log.exception("video mixer of %s failed", self.conference_id)
+                data, canvas = None, None
+            if self.stats is not None:
+                self.stats.composed += 1
+            if data is not None or canvas is not None:
+                try:
+                    loop.call_soon_threadsafe(self._deliver_video, data, canvas, pts, fresh)
+                except RuntimeError:  # the loop is closed: the node is gone
+                    return
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay < -period:  # behind by more than a frame: skip instead of bursting
+                next_t = time.monotonic()
+                delay = 0.0
+            if delay > 0:
+                stop.wait(delay)
+
+    def _deliver_video(self, data: bytes | None, canvas: np.ndarray | None, pts: int, fresh: list[float]) -> None:
+        """On the event loop: the composed frame to every video receiver's sender."""
+        if self.video_mode == "shared":
+            if data:
+                packet = av.Packet(data)
+                packet.pts, packet.time_base = pts, VIDEO_TIME_BASE
+                for m in self.members.values():
+                    if m.video_out is not None:
+                        m.video_out.push(packet, fresh)
+        elif canvas is not None:
+            for m in self.members.values():
+                if m.video_out is not None:
+                    frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+                    frame.pts, frame.time_base = pts, VIDEO_TIME_BASE
+                    m.video_out.push(frame, fresh)

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpCodecParameters
-from aiortc.codecs import PCMU_CODEC
+from aiortc.codecs import PCMU_CODEC, get_decoder
 from aiortc.codecs.g711 import PcmuEncoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
@@ -196,3 +196,24 @@ def test_receiver_attribute_names_still_exist() -> None:
     source = inspect.getsource(RTCRtpReceiver)
     for name in ("__decoder_queue", "__decoder_thread", "__decoder_error"):
         assert f"self.{name}" in source
+
+
+def test_vp8_decoder_gives_libvpx_pictures_and_other_codecs_keep_aiortc_decoders() -> None:
+    """FFmpeg's VP8 decoder (cheaper) in place of aiortc's libvpx one: the same pictures, bit for bit,
+    through a stream of inter frames after its keyframe; H.264 keeps aiortc's decoder."""
+    clip = pre_encode_vp8(320, 240, 45, 30)
+    ours = inbound.video_decoder(VP8)
+    assert isinstance(ours, inbound.Vp8Decoder)
+    theirs = get_decoder(VP8)
+    compared = 0
+    for n, data in enumerate(clip):
+        frame = JitterFrame(data=data, timestamp=n * 3000)
+        got, want = ours.decode(frame), theirs.decode(frame)
+        assert len(got) == len(want) == 1
+        assert (got[0].width, got[0].height) == (320, 240)
+        for plane in range(3):
+            assert bytes(got[0].planes[plane]) == bytes(want[0].planes[plane]), (n, plane)
+        compared += 1
+    assert compared == 45
+    h264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
+    assert type(inbound.video_decoder(h264)) is type(get_decoder(h264))
