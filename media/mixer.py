@@ -57,6 +57,7 @@ MIN_BITRATE, MAX_BITRATE, DEFAULT_BITRATE = 250_000, 1_000_000, 800_000
 # Asterisk ConfBridge's default talking threshold), and still talking for 500 ms after.
 TALK_THRESHOLD = 160.0
 TALK_HANGOVER_TICKS = 25
+MAX_HELD_TICKS = 3  # the compositor skips at most this many ticks in a row for a backlog (120 ms at 25 fps)
 KEYFRAME_MIN_INTERVAL = 0.5  # s: a storm of PLIs from one receiver costs at most 2 keyframes/s
 BLACK_Y, GREY_UV = 16, 128
 
@@ -91,6 +92,7 @@ class LatencyStats:
     def __init__(self, maxlen: int = 200_000) -> None:
         self.samples: deque[float] = deque(maxlen=maxlen)
         self.composed = 0
+        self.held = 0  # compositor ticks skipped because the previous frame was still waiting to be sent
         self.received = 0  # video frames decoded from the participants
         self.compose_cpu_s = 0.0  # CPU time of the compositor thread: composing ...
         self.encode_cpu_s = 0.0  # ... and the shared encode
@@ -186,6 +188,13 @@ class VideoOutTrack(MediaStreamTrack):
                 self._queue.get_nowait()
             self._room.request_keyframe()
         self._queue.put_nowait((item, sources))
+
+    def waiting(self) -> int:
+        """Frames queued for this receiver's sender and not taken yet (0 before it starts or once it
+        stopped); read by the compositor thread."""
+        if self.readyState != "live" or not self._started:
+            return 0
+        return self._queue.qsize()
 
     async def recv(self) -> Any:
         if self.readyState != "live":
@@ -406,6 +415,8 @@ class Room:
         self.audio_encodes = 0  # Opus encodes so far (talkers' own + the listeners' shared one)
         self._video_thread: threading.Thread | None = None
         self._video_stop = threading.Event()
+        self._video_handed = 0  # composed frames handed to the loop (written by the compositor only)
+        self._video_delivered = 0  # ... and pushed to the senders by it (written by the loop only)
         self._encoder: Vp8Encoder | None = None
         self._compositor: Compositor | None = None
         self._keyframe = False
@@ -656,6 +667,7 @@ class Room:
         next_t = start
         last_seq: dict[str, int] = {}
         stop, wakeup = self._video_stop, self._video_wakeup
+        held = 0  # ticks skipped in a row because the previous frame was still waiting to be sent
         while not stop.is_set():
             members = tuple(self.members.values())  # the loop may add or remove members meanwhile
             if not any(m.video_out is not None for m in members):
@@ -664,6 +676,16 @@ class Room:
                     wakeup.wait()
                 next_t = time.monotonic()
                 continue
+            if held < MAX_HELD_TICKS and self._video_backlogged(members):
+                # Frames pile up behind the senders only when the event loop cannot keep up: another
+                # one would wait behind them, later still. Skip this tick (fewer frames, not later ones).
+                held += 1
+                if self.stats is not None:
+                    self.stats.held += 1
+                next_t += period
+                stop.wait(max(0.0, next_t - time.monotonic()))
+                continue
+            held = 0
             senders = sorted((m for m in members if m.kind == "video" and m.sends_video), key=lambda m: (m.joined, m.pid))
             sources = [(m.pid, m.display_name, m.frame, m.frame_seq) for m in senders]
             fresh = [m.frame_at for m in senders if m.frame is not None and last_seq.get(m.pid) != m.frame_seq]
@@ -687,6 +709,7 @@ class Room:
                     loop.call_soon_threadsafe(self._deliver_video, data, canvas, pts, fresh)
                 except RuntimeError:  # the loop is closed: the node is gone
                     return
+                self._video_handed += 1
             next_t += period
             delay = next_t - time.monotonic()
             if delay < -period:  # behind by more than a frame: skip instead of bursting
@@ -695,8 +718,15 @@ class Room:
             if delay > 0:
                 stop.wait(delay)
 
+    def _video_backlogged(self, members: tuple[Member, ...]) -> bool:
+        """The last composed frame has not reached every live video sender yet (compositor thread)."""
+        if self._video_delivered < self._video_handed:
+            return True
+        return any(m.video_out is not None and m.video_out.waiting() > 0 for m in members)
+
     def _deliver_video(self, data: bytes | None, canvas: np.ndarray | None, pts: int, fresh: list[float]) -> None:
         """On the event loop: the composed frame to every video receiver's sender."""
+        self._video_delivered += 1
         if self.video_mode == "shared":
             if data:
                 packet = av.Packet(data)
