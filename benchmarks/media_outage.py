@@ -476,6 +476,8 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         server.stop()
     ru = resource.getrusage(resource.RUSAGE_SELF)
+    # the machine's speed drifts during a run here (other tenants): measured again at the end
+    reference_end_ms = machine_reference_ms(clips["vp8"][0])
     print()
     print(
         f"full outage on one node: 10 video senders 640x480@30 (pre-encoded VP8) + 8 audio, "
@@ -483,7 +485,7 @@ async def main_async(args: argparse.Namespace) -> None:
         f"composed {args.fps:g} fps, {args.seconds:g} s measured after {args.warmup:g} s warm-up; "
         f"{os.cpu_count()} CPUs on the machine; "
         + (f"node pinned to CPU {args.node_cpus}" if args.node_cpus else "node not pinned")
-        + f"; VP8 640x480 decode here: {args.reference_ms:.2f} ms"
+        + f"; VP8 640x480 decode here: {args.reference_ms:.2f} ms before, {reference_end_ms:.2f} ms after"
     )
     head = f"{'':<34}" + "".join(f"{r['mode']:>16}" for r in results)
     print(head)

@@ -3,6 +3,7 @@ listeners, the room's audio clock, and the compositor's 480-line canvas. Real li
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 from typing import Any
 
@@ -14,11 +15,14 @@ from media.mixer import (
     AUDIO_SAMPLES,
     CANVAS_H,
     CANVAS_W,
+    MAX_HELD_TICKS,
     TALK_HANGOVER_TICKS,
     AudioOutTrack,
     Compositor,
+    LatencyStats,
     Member,
     Room,
+    VideoOutTrack,
     grid,
 )
 
@@ -137,8 +141,6 @@ async def test_audio_thread_delivers_to_the_tracks(room: Room) -> None:
 
 
 async def _next_packet(track: AudioOutTrack | None) -> av.Packet:
-    import asyncio
-
     assert track is not None
     return await asyncio.wait_for(track.recv(), 2)
 
@@ -165,3 +167,43 @@ def test_compositor_scales_1080p_into_its_tile() -> None:
     assert (canvas[y2 : y2 + h2, x2 : x2 + w2] == 200).sum() == 0  # ... and nowhere else
     again = compositor.compose([("p1", "Big", big, 1), ("p2", "Other", None, 0)])
     assert again is canvas  # unchanged tiles are not redrawn: the same buffer comes back
+
+
+async def test_the_compositor_skips_ticks_while_a_sender_is_behind() -> None:
+    """A composed frame still waiting for one receiver's sender holds the next ticks (at most
+    MAX_HELD_TICKS in a row), so frames do not queue up behind a lagging loop; once the sender takes
+    its frames again, every tick composes."""
+    stats = LatencyStats()
+    room = Room("c-hold", stats=stats)
+
+    async def take_all(track: VideoOutTrack) -> None:
+        while True:
+            await track.recv()
+
+    readers: list[asyncio.Task[None]] = []
+    try:
+        a, b = (Member(pid=pid, display_name=pid, kind="video") for pid in ("a", "b"))
+        for member in (a, b):
+            member.video_out = VideoOutTrack(room)
+            room.add(member)
+        assert a.video_out is not None and b.video_out is not None
+        readers.append(asyncio.ensure_future(take_all(a.video_out)))
+        await asyncio.wait_for(b.video_out.recv(), 2)  # b's sender starts, takes one frame, then stalls
+        await asyncio.sleep(0.8)  # 20 ticks at 25 fps
+        assert stats.held >= 6
+        assert stats.composed <= 12
+        assert 1 <= b.video_out.waiting() <= 20 // (MAX_HELD_TICKS + 1) + 1
+        held_stalled = stats.held
+
+        readers.append(asyncio.ensure_future(take_all(b.video_out)))  # b catches up
+        await asyncio.sleep(0.2)
+        held, composed = stats.held, stats.composed
+        await asyncio.sleep(0.8)
+        assert stats.composed - composed >= 10
+        assert stats.held - held <= 3
+        assert held_stalled <= held
+    finally:
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await room.close()
