@@ -57,6 +57,9 @@ MIN_BITRATE, MAX_BITRATE, DEFAULT_BITRATE = 250_000, 1_000_000, 800_000
 # Asterisk ConfBridge's default talking threshold), and still talking for 500 ms after.
 TALK_THRESHOLD = 160.0
 TALK_HANGOVER_TICKS = 25
+MIX_DEPTH = 5  # at most this many talkers mixed at once: the loudest
+LEVEL_SMOOTHING = 0.2  # the level that ranks talkers: exponential average over ~5 ticks (100 ms)
+MIX_INCUMBENT_BONUS = 1.25  # a talker already mixed leaves the mix only for one 25% louder
 MAX_HELD_TICKS = 3  # the compositor skips at most this many ticks in a row for a backlog (120 ms at 25 fps)
 KEYFRAME_MIN_INTERVAL = 0.5  # s: a storm of PLIs from one receiver costs at most 2 keyframes/s
 BLACK_Y, GREY_UV = 16, 128
@@ -227,7 +230,9 @@ class Member:
     audio_buf: deque[np.ndarray] = field(default_factory=deque)
     audio_buffered: int = 0
     audio_primed: bool = False
-    talk_ticks: int = 0  # > 0: talking (mixed in, hears its own mix-minus)
+    talk_ticks: int = 0  # > 0: talking (mixed in, hears its own mix-minus, if among the loudest)
+    level: float = 0.0  # smoothed mean level of its audio: ranks the talkers when too many talk
+    mixed: bool = False  # in the last tick's mix
     decode_backlog: Backlog = field(default_factory=Backlog)
     # inbound video: the latest decoded frame, its sequence number and when it arrived
     frame: av.VideoFrame | None = None
@@ -399,6 +404,7 @@ class Room:
         stats: LatencyStats | None = None,
         decode_threads: int = 2,
         talk_threshold: float = TALK_THRESHOLD,
+        mix_depth: int = MIX_DEPTH,
     ) -> None:
         self.conference_id = conference_id
         self.decode_threads = decode_threads
@@ -412,6 +418,7 @@ class Room:
         self._audio_pts = 0  # the room's audio clock (samples): every encoder stamps its packets with it
         self._listener_encoder = OpusMixEncoder()
         self.talk_threshold = talk_threshold
+        self.mix_depth = max(1, mix_depth)
         self.audio_encodes = 0  # Opus encodes so far (talkers' own + the listeners' shared one)
         self._video_thread: threading.Thread | None = None
         self._video_stop = threading.Event()
@@ -531,9 +538,12 @@ class Room:
 
         Only talkers are mixed (a participant is talking while its 20 ms mean level reaches
         ``talk_threshold``, and for ``TALK_HANGOVER_TICKS`` after): 18 open microphones would
-        otherwise add up 18 rooms' background noise. A talker hears the mix minus themselves,
-        encoded for them; everyone else hears the whole mix, the same for all of them, so it is
-        encoded once and the same packets go to every listener."""
+        otherwise add up 18 rooms' background noise. When more than ``mix_depth`` talk at once, only
+        the loudest ``mix_depth`` are mixed (a hardware MCU's "mixing depth"): more voices at once are
+        not understood anyway, and the cost of a room stays bounded whoever talks. A mixed talker hears
+        the mix minus themselves, encoded for them; everyone else (a talker left out of the mix
+        included) hears the whole mix, the same for all of them, so it is encoded once and the same
+        packets go to every listener."""
         while True:
             try:
                 ingest, codec, encoded = self._audio_inbox.get_nowait()
@@ -543,18 +553,29 @@ class Room:
         pts = self._audio_pts
         self._audio_pts += AUDIO_SAMPLES
         members = tuple(self.members.values())  # the loop may add or remove members meanwhile
-        talkers: dict[str, np.ndarray] = {}
+        talking: list[tuple[Member, np.ndarray]] = []
         for member in members:
             chunk = self._take_audio(member) if not member.gone else None
             if chunk is None:
                 member.talk_ticks = 0
+                member.level = 0.0
                 continue
-            if float(np.abs(chunk).mean()) >= self.talk_threshold:
+            level = float(np.abs(chunk).mean())
+            member.level += (level - member.level) * LEVEL_SMOOTHING
+            if level >= self.talk_threshold:
                 member.talk_ticks = TALK_HANGOVER_TICKS
             elif member.talk_ticks > 0:
                 member.talk_ticks -= 1
             if member.talk_ticks > 0:
-                talkers[member.pid] = chunk
+                talking.append((member, chunk))
+        if len(talking) > self.mix_depth:
+            # the loudest over the last ~100 ms; those already mixed keep their place unless clearly
+            # passed, so that two voices of about the same level do not swap in and out every 20 ms
+            talking.sort(key=lambda mc: mc[0].level * (MIX_INCUMBENT_BONUS if mc[0].mixed else 1.0), reverse=True)
+            del talking[self.mix_depth :]
+        talkers = {member.pid: chunk for member, chunk in talking}
+        for member in members:
+            member.mixed = member.pid in talkers
         total = np.zeros(AUDIO_SAMPLES, dtype=np.int32)
         for chunk in talkers.values():
             total += chunk

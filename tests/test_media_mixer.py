@@ -16,6 +16,7 @@ from media.mixer import (
     CANVAS_H,
     CANVAS_W,
     MAX_HELD_TICKS,
+    MIX_DEPTH,
     TALK_HANGOVER_TICKS,
     AudioOutTrack,
     Compositor,
@@ -207,3 +208,55 @@ async def test_the_compositor_skips_ticks_while_a_sender_is_behind() -> None:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
         await room.close()
+
+
+async def test_only_the_loudest_talkers_are_mixed(room: Room) -> None:
+    """Eight talk at once: the MIX_DEPTH loudest are mixed (each hearing the others), the rest hear the
+    shared mix like the listeners; a mixed talker who falls silent gives its place to the next loudest."""
+    freqs = [300, 500, 700, 900, 1100, 1300, 1500, 1700]
+    talkers = [add_member(room, f"t{i}") for i in range(len(freqs))]
+    listener = add_member(room, "l")
+    silence = np.zeros(AUDIO_SAMPLES, dtype=np.int32)
+    levels = [8000 - 900 * i for i in range(len(freqs))]  # t0 loudest
+    for member, freq, level in zip(talkers, freqs, levels):
+        feed(member, tone(freq, level), 60)
+    feed(listener, silence, 60)
+    got: dict[Any, list[av.Packet]] = {}
+    for tick in range(30):
+        before = room.audio_encodes
+        out = room.mix_once()
+        if tick >= 2:
+            assert room.audio_encodes - before == MIX_DEPTH + 1  # the mixed talkers' own + 1 shared
+        for track, packets in out:
+            got.setdefault(track, []).extend(packets)
+    assert [m.mixed for m in talkers] == [True] * MIX_DEPTH + [False] * (len(freqs) - MIX_DEPTH)
+    out = dict(room.mix_once())
+    shared = out[listener.audio_out]
+    assert all(out[m.audio_out] is shared for m in talkers[MIX_DEPTH:])  # left out: they hear the mix
+    assert all(out[m.audio_out] is not shared for m in talkers[:MIX_DEPTH])
+
+    heard = spectrum(got[listener.audio_out], freqs)
+    loudest_left_out = max(heard[f] for f in freqs[MIX_DEPTH:])
+    assert min(heard[f] for f in freqs[:MIX_DEPTH]) > 10 * loudest_left_out
+    own = spectrum(got[talkers[0].audio_out], freqs)
+    assert own[freqs[1]] > 10 * own[freqs[0]]  # the loudest hears the next one, not itself
+
+    talkers[0].audio_buf.clear()  # t0 stops talking: after ~100 ms t5, the loudest left out, comes in
+    talkers[0].audio_buffered = 0
+    feed(talkers[0], silence, 40)
+    for _ in range(12):
+        room.mix_once()
+    assert not talkers[0].mixed and talkers[0].talk_ticks > 0  # still in its hangover, but quiet
+    assert [m.mixed for m in talkers[1:]] == [True] * MIX_DEPTH + [False] * (len(freqs) - 1 - MIX_DEPTH)
+
+
+def spectrum(packets: list[av.Packet], freqs: list[int]) -> dict[int, float]:
+    """Magnitude at each frequency of the last 0.5 s of an Opus stream."""
+    decoder: Any = av.CodecContext.create("libopus", "r")
+    decoder.format, decoder.layout, decoder.sample_rate = "s16", "mono", 48000
+    pcm = np.concatenate(
+        [f.to_ndarray().astype(float).ravel() for p in packets for f in decoder.decode(av.Packet(bytes(p)))]
+    )[-24000:]
+    spec = np.abs(np.fft.rfft(pcm))
+    bins = np.fft.rfftfreq(len(pcm), 1 / 48000)
+    return {f: float(spec[np.argmin(abs(bins - f))]) for f in freqs}
