@@ -64,6 +64,7 @@ async def node_child(args: argparse.Namespace) -> None:
         collect_stats=True,
         decode_threads=args.decode_threads,
         srtp_holds_gil=args.srtp_gil == "hold",
+        direct_rtp=args.rtp_send == "direct",
     )
     app = web.Application(client_max_size=1 << 20)
     add_internal_routes(app, lambda: node)
@@ -337,6 +338,8 @@ async def run_mode(
             str(args.decode_threads),
             "--srtp-gil",
             args.srtp_gil,
+            "--rtp-send",
+            args.rtp_send,
         ]
         + (["--profile", f"{args.profile}.{mode}"] if args.profile else []),
         stdout=subprocess.PIPE,
@@ -612,6 +615,13 @@ def main() -> None:
         choices=("hold", "release"),
         default="hold",
         help="the node's SRTP calls keep the GIL (media.srtp, the default) or release it (pylibsrtp as is)",
+    )
+    p.add_argument(
+        "--rtp-send",
+        choices=("direct", "aiortc"),
+        default="direct",
+        help="the room sends each frame to every sender at once (media.outbound, the default) or "
+        "through one aiortc task per sender",
     )
     p.add_argument("--plot", default="", help="write a PNG of where each mode's CPU goes")
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)

@@ -24,6 +24,7 @@ import fractions
 import logging
 import math
 import queue
+import random
 import threading
 import time
 from collections import deque
@@ -39,6 +40,7 @@ from av.video.reformatter import VideoReformatter
 
 from media import font, inbound, opus
 from media.inbound import AudioIngest, Backlog, VideoDecoders
+from media.outbound import DirectRtpSender, vp8_payloads
 
 log = logging.getLogger("backupplus.media.mixer")
 
@@ -138,15 +140,26 @@ class AudioOutTrack(MediaStreamTrack):
         super().__init__()
         self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue()
         self._encoder: OpusMixEncoder | None = OpusMixEncoder(bitrate)
+        self._direct: DirectRtpSender | None = None
 
     def encode(self, samples: np.ndarray, pts: int) -> list[av.Packet]:
         """Encode 20 ms of this participant's own mix (the room's audio thread)."""
         encoder = self._encoder
         return encoder.encode(samples, pts) if encoder is not None else []
 
+    def attach_direct(self, direct: DirectRtpSender | None) -> None:
+        """From now on (``None``: no more), packets go straight out through ``direct``."""
+        self._direct = direct
+
     def deliver(self, packets: list[av.Packet]) -> None:
-        """Queue encoded packets for the sender (event loop)."""
+        """Send encoded packets (event loop): at once through the direct sender, or queued for
+        aiortc's sender task."""
         if self.readyState != "live":
+            return
+        direct = self._direct
+        if direct is not None:
+            for packet in packets:
+                direct.send([bytes(packet)], packet.pts or 0)  # pts: the room's 48 kHz clock, Opus's RTP clock
             return
         for packet in packets:
             while self._queue.qsize() >= 5:  # the sender fell behind: drop the oldest 20 ms
@@ -180,6 +193,25 @@ class VideoOutTrack(MediaStreamTrack):
         self._queue: asyncio.Queue[tuple[Any, list[float]] | None] = asyncio.Queue()
         self._started = False
         self.last_sources: list[float] = []
+        self._direct: DirectRtpSender | None = None
+        self.on_sent: Callable[[list[float]], None] | None = None  # latency probe, direct sending
+
+    def attach_direct(self, direct: DirectRtpSender | None) -> None:
+        """From now on (``None``: no more), frames go straight out through ``direct``; it starts
+        with a keyframe."""
+        self._direct = direct
+        if direct is not None and self.readyState == "live":
+            self._started = True
+            self._room.request_keyframe(force=True)
+
+    def send_direct(self, payloads: list[bytes], timestamp: int, sources: list[float]) -> bool:
+        """Send one composed frame's payloads at once (event loop); ``False`` without a direct sender."""
+        direct = self._direct
+        if direct is None or self.readyState != "live":
+            return False
+        if direct.send(payloads, timestamp) and self.on_sent is not None:
+            self.on_sent(sources)
+        return True
 
     def push(self, item: Any, sources: list[float]) -> None:
         if self.readyState != "live" or not self._started:
@@ -193,9 +225,9 @@ class VideoOutTrack(MediaStreamTrack):
         self._queue.put_nowait((item, sources))
 
     def waiting(self) -> int:
-        """Frames queued for this receiver's sender and not taken yet (0 before it starts or once it
-        stopped); read by the compositor thread."""
-        if self.readyState != "live" or not self._started:
+        """Frames queued for this receiver's sender and not taken yet (0 before it starts, once it
+        stopped, or when it sends directly); read by the compositor thread."""
+        if self.readyState != "live" or not self._started or self._direct is not None:
             return 0
         return self._queue.qsize()
 
@@ -422,6 +454,7 @@ class Room:
         self.audio_encodes = 0  # Opus encodes so far (talkers' own + the listeners' shared one)
         self._video_thread: threading.Thread | None = None
         self._video_stop = threading.Event()
+        self._picture_id = random.randrange(1 << 15)  # VP8 picture id of the shared stream
         self._video_handed = 0  # composed frames handed to the loop (written by the compositor only)
         self._video_delivered = 0  # ... and pushed to the senders by it (written by the loop only)
         self._encoder: Vp8Encoder | None = None
@@ -750,11 +783,22 @@ class Room:
         self._video_delivered += 1
         if self.video_mode == "shared":
             if data:
-                packet = av.Packet(data)
-                packet.pts, packet.time_base = pts, VIDEO_TIME_BASE
+                payloads: list[bytes] | None = None  # packetised once for every direct sender
+                packet: av.Packet | None = None
                 for m in self.members.values():
-                    if m.video_out is not None:
-                        m.video_out.push(packet, fresh)
+                    track = m.video_out
+                    if track is None:
+                        continue
+                    if track._direct is not None:
+                        if payloads is None:
+                            payloads = vp8_payloads(data, self._picture_id)
+                            self._picture_id = (self._picture_id + 1) % (1 << 15)
+                        track.send_direct(payloads, pts, fresh)
+                        continue
+                    if packet is None:
+                        packet = av.Packet(data)
+                        packet.pts, packet.time_base = pts, VIDEO_TIME_BASE
+                    track.push(packet, fresh)
         elif canvas is not None:
             for m in self.members.values():
                 if m.video_out is not None:

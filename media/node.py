@@ -26,7 +26,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from broker.secret import shared_secret
 from broker.settings import Settings
-from media import registry, srtp
+from media import outbound, registry, srtp
 from media.errors import MediaNodeError
 from media.feedback import throttle_remb
 from media.inbound import receiver_of
@@ -98,6 +98,7 @@ class MediaNode:
         collect_stats: bool = False,
         decode_threads: int = 2,
         srtp_holds_gil: bool = True,
+        direct_rtp: bool = True,
         ledger: Any = None,
         connect_timeout_s: float | None = None,
     ) -> None:
@@ -111,6 +112,7 @@ class MediaNode:
         self.decode_threads = decode_threads
         if srtp_holds_gil:
             srtp.install()
+        self.direct_rtp = direct_rtp  # media.outbound: the room sends, not one aiortc task per sender
         self.stats = LatencyStats() if collect_stats else None
         self.ledger = ledger
         self.connect_timeout_s = connect_timeout_s or settings.admission_lease_s
@@ -285,7 +287,10 @@ class MediaNode:
         try:
             if "audio" in kinds:
                 member.audio_out = AudioOutTrack()
-                pc.addTransceiver(member.audio_out, direction="sendrecv")
+                audio_sender = pc.addTransceiver(member.audio_out, direction="sendrecv").sender
+                if self.direct_rtp:
+                    outbound.install(audio_sender, member.audio_out)
+                    session.hooked.extend([(audio_sender, "_run_rtp"), (audio_sender, "_retransmit")])
             if "video" in kinds:
                 if kind == "video":
                     member.video_out = VideoOutTrack(room)
@@ -295,6 +300,9 @@ class MediaNode:
                 transceiver.setCodecPreferences(_vp8_preferences())
                 if kind == "video":
                     self._hook_sender(session, transceiver.sender, member.video_out)
+                    if self.direct_rtp and self.video_mode == "shared" and member.video_out is not None:
+                        outbound.install(transceiver.sender, member.video_out)
+                        session.hooked.extend([(transceiver.sender, "_run_rtp"), (transceiver.sender, "_retransmit")])
             room.add(member)
 
             @pc.on("track")
@@ -367,6 +375,14 @@ class MediaNode:
         if stats is not None and track is not None:
             orig_next = sender._next_encoded_frame
             pid = session.pid
+
+            def on_sent(sources: list[float]) -> None:  # a frame sent by the direct sender
+                now = time.monotonic()
+                for t in sources:
+                    stats.samples.append(now - t)
+                stats.sent[pid] = stats.sent.get(pid, 0) + 1
+
+            track.on_sent = on_sent
 
             async def next_encoded(codec: Any) -> Any:
                 enc = await orig_next(codec)
