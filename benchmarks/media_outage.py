@@ -292,6 +292,7 @@ async def run_mode(
     import redis.asyncio as aioredis
     from aiortc.mediastreams import MediaStreamTrack
 
+    from media import registry
     from media.routing import MediaRouter
     from media.testing import Client, PacketTrack, admit, seed_conference
     from quotas.ledger import PortLedger
@@ -349,6 +350,14 @@ async def run_mode(
     line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
     assert line.strip() == b"ready", line
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    # The previous mode's node may still be in the registry (it had 10 s to stop, then was killed):
+    # this mode's outage must land on this mode's node.
+    this_node = f"bench-{mode}"
+    for node_id in await registry.live_nodes(redis):
+        if node_id != this_node:
+            await registry.unregister(redis, node_id)
+    if this_node not in await registry.live_nodes(redis):
+        raise RuntimeError(f"{this_node} said ready but is not in the registry")
     ledger = PortLedger(redis)
     router = MediaRouter(redis, Settings())
     oid, cid = await seed_conference(ledger)
