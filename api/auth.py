@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -26,6 +27,15 @@ def _b64(data: bytes) -> str:
 
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+OPERATOR_TOKEN_PREFIX = "bpo_"
+
+
+def new_operator_token() -> str:
+    """A random operator token. The prefix makes it recognisable (secret scanners, logs) and keeps it
+    from starting with "-", which command lines would read as an option (``--token -abc…`` fails)."""
+    return OPERATOR_TOKEN_PREFIX + secrets.token_urlsafe(24)
 
 
 def sign_join_token(secret: bytes, conference_id: str) -> str:

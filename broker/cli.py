@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import urllib.error
@@ -76,6 +75,7 @@ async def _serve(settings: Settings, demo: bool) -> int:
     from aiohttp import web
 
     from api.app import create_app
+    from api.auth import new_operator_token
 
     from .redisproc import RedisServer
 
@@ -90,7 +90,7 @@ async def _serve(settings: Settings, demo: bool) -> int:
         print(f"redis: started a private redis-server on {private.url} (data in {settings.state_dir / 'redis'})")
     try:
         if not settings.operator_tokens:
-            token = secrets.token_urlsafe(24)
+            token = new_operator_token()
             settings = settings.model_copy(update={"operator_tokens": frozenset({token})})
             print(f"operator token (this run only; set BACKUPPLUS_OPERATOR_TOKENS to choose): {token}")
         elif demo:
