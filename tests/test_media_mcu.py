@@ -29,7 +29,10 @@ from quotas.ledger import PortLedger
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(90)]
 
-TONES = {"red": 440.0, "green": 660.0, "blue": 880.0, "phone": 1100.0}
+# No tone within 80 Hz of a 2nd/3rd-order product of the others (a±b, 2a−b, a+b−c): mixing and
+# coding make such products, and with 440/660/880/1100 (all multiples of 220 Hz) they landed exactly
+# on each participant's own frequency, reading as an "own voice" under CPU load.
+TONES = {"red": 480.0, "green": 640.0, "blue": 880.0, "phone": 1200.0}
 
 
 
@@ -101,7 +104,12 @@ async def test_conference_mix_and_leave(redis, node):
             own = c.tone_level(TONES[name])
             others = [c.tone_level(f) for n, f in TONES.items() if n != name]
             assert min(others) > 200, (name, others)
-            assert own < min(others) / 20, (name, own, others)  # mix-minus: not your own voice
+            # mix-minus: not your own voice. Under CPU load, concealed late packets spread noise over
+            # the whole spectrum, some of it at one's own frequency: that is no tone (no peak above
+            # the audio around it), while one's own voice mixed in would be as loud as the others.
+            prominence = c.tone_prominence(TONES[name])
+            assert own < min(others) / 20 or prominence < 8, (name, own, others, prominence)
+            assert own < min(others) / 4, (name, own, others)
         for c in videos:
             assert c.video_frames >= 5 and c.max_height <= 480
         assert clients["phone"].video_tracks == 0 and clients["phone"].video_frames == 0
