@@ -470,22 +470,18 @@ class Room:
     def add(self, member: Member) -> None:
         self.members[member.pid] = member
         if self._audio_thread is None:
-            self._audio_thread = threading.Thread(
-                target=self._audio_worker,
-                args=(asyncio.get_running_loop(),),
-                name=f"mcu-{self.conference_id[-6:]}-audio",
-                daemon=True,
-            )
-            self._audio_thread.start()
+            self._audio_thread = self._start_worker(self._audio_worker, "audio")
         if member.video_out is not None and self._video_thread is None:
-            self._video_thread = threading.Thread(
-                target=self._video_worker,
-                args=(asyncio.get_running_loop(),),
-                name=f"mcu-{self.conference_id[-6:]}-compose",
-                daemon=True,
-            )
-            self._video_thread.start()
+            self._video_thread = self._start_worker(self._video_worker, "compose")
         self._video_wakeup.set()
+
+    def _start_worker(self, target: Callable[[asyncio.AbstractEventLoop], None], role: str) -> threading.Thread:
+        """One of the room's threads, handed the event loop it delivers to."""
+        thread = threading.Thread(
+            target=target, args=(asyncio.get_running_loop(),), name=f"mcu-{self.conference_id[-6:]}-{role}", daemon=True
+        )
+        thread.start()
+        return thread
 
     def remove(self, pid: str) -> Member | None:
         member = self.members.pop(pid, None)
