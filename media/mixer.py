@@ -204,6 +204,10 @@ class VideoOutTrack(MediaStreamTrack):
             self._started = True
             self._room.request_keyframe(force=True)
 
+    @property
+    def sends_directly(self) -> bool:
+        return self._direct is not None
+
     def send_direct(self, payloads: list[bytes], timestamp: int, sources: list[float]) -> bool:
         """Send one composed frame's payloads at once (event loop); ``False`` without a direct sender."""
         direct = self._direct
@@ -521,11 +525,9 @@ class Room:
         self._video_stop.set()
         self._video_wakeup.set()
         self._audio_stop.set()
-        if self._audio_thread is not None:
-            thread, self._audio_thread = self._audio_thread, None
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
-        if self._video_thread is not None:
-            thread, self._video_thread = self._video_thread, None
+        threads = [t for t in (self._audio_thread, self._video_thread) if t is not None]
+        self._audio_thread = self._video_thread = None
+        for thread in threads:
             await asyncio.get_running_loop().run_in_executor(None, thread.join)
         if self._encoder is not None:
             self._encoder.close()
@@ -732,34 +734,12 @@ class Room:
                 held += 1
                 if self.stats is not None:
                     self.stats.held += 1
-                next_t += period
-                stop.wait(max(0.0, next_t - time.monotonic()))
-                continue
-            held = 0
-            senders = sorted((m for m in members if m.kind == "video" and m.sends_video), key=lambda m: (m.joined, m.pid))
-            sources = [(m.pid, m.display_name, m.frame, m.frame_seq) for m in senders]
-            fresh = [m.frame_at for m in senders if m.frame is not None and last_seq.get(m.pid) != m.frame_seq]
-            last_seq = {m.pid: m.frame_seq for m in senders}
-            keyframe = self._keyframe
-            if keyframe:  # a request landing between these two lines is served by this keyframe
-                self._keyframe = False
-                self._last_keyframe = time.monotonic()
-                self.keyframes += 1
-            now = time.monotonic()
-            pts = int((now - start) * VIDEO_CLOCK)
-            try:
-                data, canvas = self._compose_encode(sources, pts, keyframe, self.target_bitrate(), next_t)
-            except Exception:  # pragma: no cover - a bad picture must not stop the room's video
-                log.exception("video mixer of %s failed", self.conference_id)
-                data, canvas = None, None
-            if self.stats is not None:
-                self.stats.composed += 1
-            if data is not None or canvas is not None:
-                try:
-                    loop.call_soon_threadsafe(self._deliver_video, data, canvas, pts, fresh)
-                except RuntimeError:  # the loop is closed: the node is gone
+            else:
+                held = 0
+                composed = self._compose_tick(loop, members, start, next_t, last_seq)
+                if composed is None:  # the loop is closed: the node is gone
                     return
-                self._video_handed += 1
+                last_seq = composed
             next_t += period
             delay = next_t - time.monotonic()
             if delay < -period:  # behind by more than a frame: skip instead of bursting
@@ -767,6 +747,41 @@ class Room:
                 delay = 0.0
             if delay > 0:
                 stop.wait(delay)
+
+    def _compose_tick(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        members: tuple[Member, ...],
+        start: float,
+        due: float,
+        last_seq: dict[str, int],
+    ) -> dict[str, int] | None:
+        """One tick of the compositor thread: compose, encode once, hand over to the loop. Returns each
+        sender's frame sequence number now composed (``None`` if the loop is closed)."""
+        senders = sorted((m for m in members if m.kind == "video" and m.sends_video), key=lambda m: (m.joined, m.pid))
+        sources = [(m.pid, m.display_name, m.frame, m.frame_seq) for m in senders]
+        fresh = [m.frame_at for m in senders if m.frame is not None and last_seq.get(m.pid) != m.frame_seq]
+        keyframe = self._keyframe
+        if keyframe:  # a request landing between these two lines is served by this keyframe
+            self._keyframe = False
+            self._last_keyframe = time.monotonic()
+            self.keyframes += 1
+        now = time.monotonic()
+        pts = int((now - start) * VIDEO_CLOCK)
+        try:
+            data, canvas = self._compose_encode(sources, pts, keyframe, self.target_bitrate(), due)
+        except Exception:  # pragma: no cover - a bad picture must not stop the room's video
+            log.exception("video mixer of %s failed", self.conference_id)
+            data, canvas = None, None
+        if self.stats is not None:
+            self.stats.composed += 1
+        if data is not None or canvas is not None:
+            try:
+                loop.call_soon_threadsafe(self._deliver_video, data, canvas, pts, fresh)
+            except RuntimeError:
+                return None
+            self._video_handed += 1
+        return {m.pid: m.frame_seq for m in senders}
 
     def _video_backlogged(self, members: tuple[Member, ...]) -> bool:
         """The last composed frame has not reached every live video sender yet (compositor thread)."""
@@ -785,7 +800,7 @@ class Room:
                     track = m.video_out
                     if track is None:
                         continue
-                    if track._direct is not None:
+                    if track.sends_directly:
                         if payloads is None:
                             payloads = vp8_payloads(data, self._picture_id)
                             self._picture_id = (self._picture_id + 1) % (1 << 15)

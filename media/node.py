@@ -289,8 +289,7 @@ class MediaNode:
                 member.audio_out = AudioOutTrack()
                 audio_sender = pc.addTransceiver(member.audio_out, direction="sendrecv").sender
                 if self.direct_rtp:
-                    outbound.install(audio_sender, member.audio_out)
-                    session.hooked.extend([(audio_sender, "_run_rtp"), (audio_sender, "_retransmit")])
+                    self._send_directly(session, audio_sender, member.audio_out)
             if "video" in kinds:
                 if kind == "video":
                     member.video_out = VideoOutTrack(room)
@@ -301,8 +300,7 @@ class MediaNode:
                 if kind == "video":
                     self._hook_sender(session, transceiver.sender, member.video_out)
                     if self.direct_rtp and self.video_mode == "shared" and member.video_out is not None:
-                        outbound.install(transceiver.sender, member.video_out)
-                        session.hooked.extend([(transceiver.sender, "_run_rtp"), (transceiver.sender, "_retransmit")])
+                        self._send_directly(session, transceiver.sender, member.video_out)
             room.add(member)
 
             @pc.on("track")
@@ -350,6 +348,12 @@ class MediaNode:
         local = pc.localDescription
         return {"type": local.type, "sdp": cap_video_bandwidth(local.sdp, INBOUND_VIDEO_KBPS)}
 
+    @staticmethod
+    def _send_directly(session: Session, sender: RTCRtpSender, track: AudioOutTrack | VideoOutTrack) -> None:
+        """The room sends this sender's RTP (media.outbound); its hooks go when the session closes."""
+        outbound.install(sender, track)
+        session.hooked.extend((sender, attr) for attr in outbound.HOOKED)
+
     def _hook_sender(self, session: Session, sender: RTCRtpSender, track: VideoOutTrack | None) -> None:
         """Route a receiver's PLI/FIR and REMB to the room's shared encoder; probe latency if asked."""
         member = session.member
@@ -376,7 +380,7 @@ class MediaNode:
             orig_next = sender._next_encoded_frame
             pid = session.pid
 
-            def on_sent(sources: list[float]) -> None:  # a frame sent by the direct sender
+            def on_sent(sources: list[float]) -> None:  # a frame sent to this receiver
                 now = time.monotonic()
                 for t in sources:
                     stats.samples.append(now - t)
@@ -384,14 +388,11 @@ class MediaNode:
 
             track.on_sent = on_sent
 
-            async def next_encoded(codec: Any) -> Any:
+            async def next_encoded(codec: Any) -> Any:  # a frame taken by aiortc's sender task
                 enc = await orig_next(codec)
                 if enc is not None:
-                    now = time.monotonic()
-                    for t in track.last_sources:
-                        stats.samples.append(now - t)
+                    on_sent(track.last_sources)
                     track.last_sources = []
-                    stats.sent[pid] = stats.sent.get(pid, 0) + 1
                 return enc
 
             sender._next_encoded_frame = next_encoded  # type: ignore[method-assign]

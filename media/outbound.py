@@ -18,7 +18,6 @@ with RTX when negotiated. It relies on private names of aiortc's ``RTCRtpSender`
 from __future__ import annotations
 
 import asyncio
-import logging
 import struct
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -29,8 +28,7 @@ from aiortc.rtcrtpsender import RTCRtpSender, random_sequence_number
 from aiortc.rtp import RtpPacket, wrap_rtx
 from aiortc.utils import random32, uint16_add, uint32_add
 
-log = logging.getLogger("backupplus.media.outbound")
-
+HOOKED = ("_run_rtp", "_retransmit")  # the sender methods ``install`` replaces, per instance
 RTP_HISTORY_SIZE = 128  # aiortc's: packets kept for retransmission
 _P = "_RTCRtpSender__"
 _PRIVATE = (
@@ -52,8 +50,6 @@ class Attachable(Protocol):
     """A track that can send through a :class:`DirectRtpSender` (``media.mixer``'s out tracks)."""
 
     def attach_direct(self, direct: DirectRtpSender | None) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 def vp8_payloads(frame: bytes, picture_id: int) -> list[bytes]:
