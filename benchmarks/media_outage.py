@@ -285,8 +285,51 @@ def proc_peak_mb(pid: int) -> float:
     return 0.0
 
 
+class CpuQuota:
+    """The node's CPU capped at a fraction of one core by a CFS quota (cgroup v2 ``cpu.max`` or v1
+    ``cpu.cfs_quota_us``), to see how it behaves on a machine that slower: a slower CPU makes every
+    operation longer, a quota makes the node wait for its next period. With a 10 ms period the wait
+    is at most a few ms, small beside the 40 ms between composed frames. Needs a writable cgroup
+    (root in a container here)."""
+
+    PERIOD_US = 10_000
+
+    def __init__(self, fraction: float) -> None:
+        self.fraction = fraction
+        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        self.v2 = v2.exists() and "cpu" in v2.read_text().split()
+        base = Path("/sys/fs/cgroup") if self.v2 else Path("/sys/fs/cgroup/cpu")
+        self.path = base / f"backupplus-bench-{os.getpid()}"
+
+    def apply(self, pid: int) -> None:
+        try:
+            self.path.mkdir(exist_ok=True)
+            quota = round(self.fraction * self.PERIOD_US)
+            if self.v2:
+                (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+            else:
+                (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+                (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+            (self.path / "cgroup.procs").write_text(str(pid))  # the whole process, and the threads it starts
+        except OSError as e:
+            raise SystemExit(f"--cpu-quota needs a writable cpu cgroup ({self.path}): {e}") from e
+
+    def throttled_s(self) -> float:
+        """How long the quota held the node back so far."""
+        stat = dict(line.split() for line in (self.path / "cpu.stat").read_text().splitlines())
+        if "throttled_usec" in stat:
+            return int(stat["throttled_usec"]) / 1e6
+        return int(stat.get("throttled_time", 0)) / 1e9
+
+    def remove(self) -> None:
+        try:
+            self.path.rmdir()
+        except OSError:
+            pass
+
+
 async def run_mode(
-    mode: str, args: argparse.Namespace, redis_url: str, clips: dict[str, Any]
+    mode: str, args: argparse.Namespace, redis_url: str, clips: dict[str, Any], quota: float = 0.0
 ) -> dict[str, Any]:
     import aiohttp
     import redis.asyncio as aioredis
@@ -346,6 +389,9 @@ async def run_mode(
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
+    cap = CpuQuota(quota) if quota else None
+    if cap:
+        cap.apply(child.pid)
     assert child.stdout is not None
     line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
     assert line.strip() == b"ready", line
@@ -394,10 +440,12 @@ async def run_mode(
         cpu0, main0, t0 = proc_cpu_s(child.pid), _task_cpu_s(child.pid, child.pid), time.monotonic()
         rq0, load0 = runqueue_wait_s(child.pid), os.getloadavg()[0]
         split0 = thread_cpu_by_name(child.pid)
+        throttled0 = cap.throttled_s() if cap else 0.0
         await asyncio.sleep(args.seconds)
         cpu1, main1, t1 = proc_cpu_s(child.pid), _task_cpu_s(child.pid, child.pid), time.monotonic()
         rq1, load1 = runqueue_wait_s(child.pid), os.getloadavg()[0]
         split1 = thread_cpu_by_name(child.pid)
+        throttled1 = cap.throttled_s() if cap else 0.0
         counts1 = [d.frames for d in video_decoders]
         async with http.get(base + "/bench/stats") as resp:
             st = await resp.json()
@@ -410,7 +458,9 @@ async def run_mode(
             # per frame delivered (sent to every receiver): a per-receiver node composes more than its
             # encoders can take, and a composed frame no receiver gets costs without counting
             "cpu_ms_per_frame": (cpu1 - cpu0) / wall * 1000 / delivered_fps if delivered_fps else 0.0,
-            "mode": mode,
+            "mode": mode + (f"@{quota:g}" if quota else ""),
+            "quota": quota,
+            "throttled_per_s": (throttled1 - throttled0) / wall,
             "cores": (cpu1 - cpu0) / wall,
             "loop_cores": (main1 - main0) / wall,
             "runq_wait": (rq1 - rq0) / wall,
@@ -456,6 +506,9 @@ async def run_mode(
             child.wait(10)
         except subprocess.TimeoutExpired:
             child.kill()
+            child.wait()
+        if cap:
+            cap.remove()
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -482,9 +535,11 @@ async def main_async(args: argparse.Namespace) -> None:
     results = []
     client_cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     try:
+        quotas = [float(q) for q in args.cpu_quota.split(",")] if args.cpu_quota else [0.0]
         for mode in args.modes.split(","):
-            results.append(await run_mode(mode, args, server.url, clips))
-            print(json.dumps(results[-1]), flush=True)
+            for quota in quotas:
+                results.append(await run_mode(mode, args, server.url, clips, quota))
+                print(json.dumps(results[-1]), flush=True)
     finally:
         server.stop()
     ru = resource.getrusage(resource.RUSAGE_SELF)
@@ -531,9 +586,12 @@ async def main_async(args: argparse.Namespace) -> None:
         ("node peak RSS (MiB)", "peak_mb", "{:.0f}"),
         ("max video height received", "max_height", "{}"),
     ]
+    if args.cpu_quota:
+        after_wait = 1 + [key for _, key, _ in rows].index("runq_wait")
+        rows.insert(after_wait, ("held back by the CPU quota (s/s)", "throttled_per_s", "{:.2f}"))
     for label, key, fmt in rows:
         print(f"{label:<34}" + "".join(f"{fmt.format(r[key]):>16}" for r in results))
-    if len(results) == 2 and results[0]["cores"] > 0 and results[0]["cpu_ms_per_frame"] > 0:
+    if not args.cpu_quota and len(results) == 2 and results[0]["cores"] > 0 and results[0]["cpu_ms_per_frame"] > 0:
         print(
             f"per_receiver / shared: CPU {results[1]['cores'] / results[0]['cores']:.2f}x, "
             f"CPU per frame delivered {results[1]['cpu_ms_per_frame'] / results[0]['cpu_ms_per_frame']:.2f}x"
@@ -542,7 +600,7 @@ async def main_async(args: argparse.Namespace) -> None:
         f"client process CPU over the whole run: {ru.ru_utime + ru.ru_stime - client_cpu0.ru_utime - client_cpu0.ru_stime:.1f} s"
     )
     if args.plot:
-        plot(results, args, Path(args.plot))
+        (plot_headroom if args.cpu_quota else plot)(results, args, Path(args.plot))
         print(f"plot: {args.plot}")
 
 
@@ -584,9 +642,50 @@ def plot(results: list[dict[str, Any]], args: argparse.Namespace, path: Path) ->
     ax.set_ylabel("node CPU (cores)")
     where = f"node pinned to CPU {args.node_cpus}" if args.node_cpus else "node not pinned"
     ax.set_title(
-        f"One full outage: 10 video 640x480@30 + 8 audio, {args.talkers} talking; {where}", fontsize=9
+        f"One full outage: 10 video 640x480@30 + 8 audio, {args.talkers} talking; {where}\n"
+        f"machine reference: one 640x480 VP8 decode in {args.reference_ms:.2f} ms",
+        fontsize=9,
     )
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_headroom(results: list[dict[str, Any]], args: argparse.Namespace, path: Path) -> None:
+    """Frame rate and latency against the node's CPU cap, one line per mode, with the targets."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (fps_ax, lat_ax) = plt.subplots(1, 2, figsize=(9, 4.2))
+    for mode in dict.fromkeys(r["mode"].split("@")[0] for r in results):
+        runs = sorted((r for r in results if r["mode"].split("@")[0] == mode), key=lambda r: r["quota"])
+        caps = [r["quota"] for r in runs]
+        label = mode.replace("_", "-")
+        fps_ax.plot(caps, [r["recv_fps_min"] for r in runs], marker="o", label=label)
+        lat_ax.plot(caps, [r["p95_ms"] for r in runs], marker="o", label=f"{label} p95")
+        lat_ax.plot(caps, [r["p50_ms"] for r in runs], marker=".", linestyle=":", label=f"{label} p50")
+    fps_ax.axhline(25, color="black", linestyle="--", linewidth=1)
+    fps_ax.set_ylabel("frames/s delivered per receiver (min)")
+    fps_ax.set_ylim(0, 30)
+    lat_ax.axhline(60, color="black", linestyle="--", linewidth=1)
+    lat_ax.set_ylabel("server-added latency (ms)")
+    lat_ax.set_yscale("log")  # an overloaded node's latency is ten times a healthy one's
+    ticks = [t for t in (10, 20, 40, 60, 100, 200, 400, 1000, 2000) if t <= 2 * max(r["p95_ms"] for r in results)]
+    lat_ax.set_yticks(ticks, [str(t) for t in ticks])
+    lat_ax.minorticks_off()
+    for ax, target in ((fps_ax, "target >= 25 fps"), (lat_ax, "target p95 <= 60 ms")):
+        ax.set_xlabel("node's CPU cap (cores)")
+        ax.invert_xaxis()
+        ax.legend(fontsize=7, title=target, title_fontsize=7, loc="lower left" if ax is fps_ax else "upper left")
+        ax.grid(alpha=0.3)
+    fig.suptitle(
+        f"One full outage, {args.talkers} talking; node pinned to one CPU and capped by a CFS quota\n"
+        f"machine reference {args.reference_ms:.2f} ms per 640x480 VP8 decode",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -631,6 +730,12 @@ def main() -> None:
         default="direct",
         help="the room sends each frame to every sender at once (media.outbound, the default) or "
         "through one aiortc task per sender",
+    )
+    p.add_argument(
+        "--cpu-quota",
+        default="",
+        help="cap the node at these fractions of one core, one run each (e.g. 1,0.8,0.7,0.6): "
+        "how a slower machine would do. --plot then draws frame rate and latency against the cap",
     )
     p.add_argument("--plot", default="", help="write a PNG of where each mode's CPU goes")
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
