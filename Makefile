@@ -15,8 +15,9 @@ test: setup-test
 	.venv/bin/python -m pytest -q $(ARGS)
 
 lint: setup-test
-	.venv/bin/ruff check broker quotas media api loadtests tests benchmarks
+	.venv/bin/ruff check backupplus infra broker quotas media api loadtests tests benchmarks
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 bench: setup-test
 	.venv/bin/python benchmarks/admission.py

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from broker.redisconn import connect
-from broker.secret import shared_secret
 from broker.service import Broker
-from broker.settings import Settings
 from broker.telemetry import Telemetry
+from infra.redisconn import connect
+from infra.settings import Settings
+from quotas.secret import shared_secret
 
 from . import ops, v1
 from .appkeys import BROKER, REDIS, SECRET, SETTINGS, TELEMETRY
@@ -66,9 +66,11 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
-def create_app(settings: Settings, *, media_plane: bool = True, pages: bool = True) -> web.Application:
-    """``media_plane`` False: no media router at all (offers answer 503); else a router, plus an
-    in-process media node when ``settings.media``."""
+def create_app(
+    settings: Settings, *, media_plane: Callable[[web.Application], None] | None = None, pages: bool = True
+) -> web.Application:
+    """The broker's app. ``media_plane`` (given by the composition root) attaches the media plane:
+    it sets ``MEDIA_GATEWAY`` and adds its own cleanup contexts; without it offers answer 503."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_redis_ctx)
@@ -79,8 +81,6 @@ def create_app(settings: Settings, *, media_plane: bool = True, pages: bool = Tr
         from .pages import setup_pages
 
         setup_pages(app)
-    if media_plane:
-        from media.embed import attach_media
-
-        attach_media(app, in_process_node=settings.media)
+    if media_plane is not None:
+        media_plane(app)
     return app

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from broker.settings import Settings
 from broker.telemetry import Telemetry
+from infra.settings import Settings
 
 if TYPE_CHECKING:
+    from broker.media import MediaGateway
     from broker.service import Broker
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
 BROKER: web.AppKey[Broker] = web.AppKey("broker")
-# The media router (media.routing.MediaRouter): hands a participant's offer to its media node.
-MEDIA_ROUTER: web.AppKey[Any] = web.AppKey("media_router")
+# Hands a participant's offer to its media node; injected by the composition root (absent: 503).
+MEDIA_GATEWAY: web.AppKey[MediaGateway] = web.AppKey("media_gateway")
 # HMAC secret shared by every broker process (kept in Redis, created once).
 SECRET = web.AppKey("secret", bytes)
 TELEMETRY = web.AppKey("telemetry", Telemetry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from media.registry import node_states
+from quotas.nodes import node_states
 
 from . import problems
 from .appkeys import REDIS, SETTINGS, TELEMETRY

@@ -12,11 +12,11 @@ from pydantic import BaseModel, ValidationError
 
 from broker import sla
 from broker.contracts import Contract
-from broker.errors import CapacityExhausted, ConferenceNotFound, OutageEnded
+from broker.errors import CapacityExhausted, ConferenceNotFound, NoMediaNode, OutageEnded
 from broker.service import Broker, iso
 
 from . import models, problems
-from .appkeys import BROKER, MEDIA_ROUTER, SECRET, SETTINGS, TELEMETRY
+from .appkeys import BROKER, MEDIA_GATEWAY, SECRET, SETTINGS, TELEMETRY
 from .auth import Principal, authenticate, sign_join_token
 from .problems import Problem
 
@@ -259,16 +259,8 @@ async def participant_offer(request: web.Request) -> web.Response:
     body = await read_model(request, models.SessionDescription)
     if not participant["live"]:
         raise Problem(problems.PARTICIPANT_GONE, headers={})
-    router = request.app.get(MEDIA_ROUTER)
-    if router is None:
-        raise Problem(problems.NO_MEDIA_NODE, "This broker runs without a media plane")
-    from media.errors import MediaNodeError, NoMediaNode  # the media plane is optional at import time
-
-    try:
-        answer = await router.offer(participant, body.sdp, body.type)
-    except NoMediaNode as exc:
-        raise Problem(problems.NO_MEDIA_NODE, str(exc) or None, headers={"Retry-After": "5"}) from None
-    except MediaNodeError as exc:
-        raise Problem(problems.MEDIA_NODE_ERROR, str(exc) or None, media_code=getattr(exc, "code", None)) from None
-    return _json(answer)
+    gateway = request.app.get(MEDIA_GATEWAY)
+    if gateway is None:
+        raise NoMediaNode("This broker runs without a media plane", retry_after=5)
+    return _json(await gateway.offer(participant, body.sdp, body.type))
 

@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker.redisproc import RedisServer, free_port
+from infra.redisproc import RedisServer, free_port
 
 TOKEN = "bench-operator"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -67,7 +67,7 @@ def pct(values: list[float], p: float) -> float:
 def start_broker(redis_url: str, port: int, loop: str = "asyncio") -> subprocess.Popen[bytes]:
     env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING", "BACKUPPLUS_LOOP": loop}
     return subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--redis-url", redis_url, "--port", str(port)],
+        [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--redis-url", redis_url, "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

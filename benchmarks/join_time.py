@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from broker.redisproc import free_port
+from infra.redisproc import free_port
 from tests.chromium import CHROMIUM_ARGS, require_chromium
 
 TARGET_MS = 1500
@@ -54,7 +54,7 @@ def _start_server(token: str, state_dir: Path) -> tuple[subprocess.Popen[bytes],
     env["BACKUPPLUS_OPERATOR_TOKENS"] = token
     log = (state_dir / "serve.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--port", str(port), "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "backupplus.cli", "serve", "--port", str(port), "--state-dir", str(state_dir)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,

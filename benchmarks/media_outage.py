@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from aiohttp import web
 
-from broker import eventloop
-from broker.redisproc import RedisServer, free_port
-from broker.settings import Settings
+from infra import eventloop
+from infra.redisproc import RedisServer, free_port
+from infra.settings import Settings
 from media.testing import encode_vp8
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -341,9 +341,9 @@ async def run_mode(
     import redis.asyncio as aioredis
     from aiortc.mediastreams import MediaStreamTrack
 
-    from media import registry
     from media.routing import MediaRouter
     from media.testing import Client, PacketTrack, admit, seed_conference
+    from quotas import nodes as registry
     from quotas.ledger import PortLedger
 
     class OpusPackets(MediaStreamTrack):

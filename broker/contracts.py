@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from infra.text import as_str
 from quotas import keys
 
 # --- reason codes (API.md: 422 not_eligible, field "reason") -------------------------------------
@@ -284,10 +285,6 @@ def check_eligibility(contract: Contract, serial: str, on: date) -> ReasonCode |
 
 
 # --- store ----------------------------------------------------------------------------------------
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 class ContractStore:
     """Contracts in Redis: ``keys.contract(number)`` holds the JSON, ``keys.CONTRACTS`` the numbers.
 
@@ -311,7 +308,7 @@ class ContractStore:
         return None if raw is None else Contract.model_validate_json(raw)
 
     async def list(self) -> list[Contract]:
-        numbers = sorted(_text(n) for n in await self._r.smembers(keys.CONTRACTS))
+        numbers = sorted(as_str(n) for n in await self._r.smembers(keys.CONTRACTS))
         if not numbers:
             return []
         pipe = self._r.pipeline(transaction=False)

@@ -66,5 +66,13 @@ class Forbidden(BrokerError):
     code = "forbidden"
 
 
-class ParticipantGone(BrokerError):
-    code = "participant_gone"
+class NoMediaNode(BrokerError):
+    """No live, ready media node has room for this outage (the client retries)."""
+
+    code = "no_media_node"
+
+
+class MediaNodeFailed(BrokerError):
+    """The chosen media node failed or refused the offer; ``media_code`` says why."""
+
+    code = "media_node_error"

@@ -17,22 +17,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from infra.settings import Settings
 from quotas import keys
 from quotas.ledger import PortLedger
+from quotas.scripts import ScriptRunner
 
 from . import errors, ids, sla
 from .contracts import ContractStore, check_eligibility
-from .settings import Settings
 
 Clock = Callable[[], datetime]
-
-# One Lua snippet on one global key: delete the contract's active-outage marker only if it still
-# names this outage (a later outage of the same contract must keep its own).
-_DEL_IF_EQUAL = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
 
 _PENDING_MARKER_MS = 15_000
 
@@ -68,6 +61,7 @@ class Broker:
         self.redis = redis
         self.settings = settings
         self.ledger = PortLedger(redis)
+        self._scripts = ScriptRunner(redis)
         self.contracts = ContractStore(redis)
         self.clock = clock
 
@@ -127,7 +121,7 @@ class Broker:
                     f"Contract {contract.number} already has the active outage {active!s}", outage_id=str(active)
                 )
             # A stale marker (that outage has ended): take it over atomically.
-            await self.redis.eval(_DEL_IF_EQUAL, 1, marker, str(active))
+            await self._scripts.call("del_if_equal", [marker], [str(active)])
             if not await self.redis.set(marker, outage_id, nx=True, px=_PENDING_MARKER_MS):
                 raise errors.OutageAlreadyActive(
                     f"Contract {contract.number} already has an active outage",
@@ -161,7 +155,7 @@ class Broker:
                 pipe.sadd(keys.ACTIVE_OUTAGES, outage_id)
                 await pipe.execute()
         except BaseException:
-            await self.redis.eval(_DEL_IF_EQUAL, 1, marker, outage_id)
+            await self._scripts.call("del_if_equal", [marker], [outage_id])
             raise
         return await self.get_outage(outage_id)
 
@@ -225,7 +219,7 @@ class Broker:
         outage_id = doc["id"]
         await self.redis.srem(keys.ACTIVE_OUTAGES, outage_id)
         await self.redis.hincrby(keys.OUTAGE_END_COUNTS, state, 1)
-        await self.redis.eval(_DEL_IF_EQUAL, 1, keys.contract_active_outage(doc["contract"]), outage_id)
+        await self._scripts.call("del_if_equal", [keys.contract_active_outage(doc["contract"])], [outage_id])
         await self.publish(
             {"type": "outage_ended", "outage": outage_id, "state": state, "participants": released}
         )

@@ -41,7 +41,7 @@ class SetupError(RuntimeError):
 
 
 def _free_port() -> int:
-    from broker.redisproc import free_port
+    from infra.redisproc import free_port
 
     return free_port()
 
@@ -157,12 +157,12 @@ def _tail(path: Path, n: int = 15) -> str:
 
 
 def broker_command(redis_url: str, port: int, media: bool = True) -> list[str]:
-    return [sys.executable, "-m", "broker.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    return [sys.executable, "-m", "backupplus.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--redis-url", redis_url, *([] if media else ["--no-media"])]
 
 
 def media_command(redis_url: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "broker.cli", "media", "--host", "127.0.0.1", "--port", str(port),
+    return [sys.executable, "-m", "backupplus.cli", "media", "--host", "127.0.0.1", "--port", str(port),
             "--redis-url", redis_url, "--drain-timeout", "5"]
 
 
@@ -275,7 +275,7 @@ def main(argv: list[str]) -> int:
                     raise SetupError(f"{h}/readyz is not 200")
             where = f"target {', '.join(hosts)}"
         else:
-            from broker.redisproc import RedisServer
+            from infra.redisproc import RedisServer
 
             redis_server = RedisServer().start()
             redis_url = redis_server.url

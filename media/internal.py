@@ -1,6 +1,6 @@
 """The node's internal HTTP endpoint: POST /internal/media/offer, authenticated with HMAC-SHA256.
 
-The caller signs the exact body bytes with the shared secret (``broker.secret.shared_secret``) and
+The caller signs the exact body bytes with the shared secret (``quotas.secret.shared_secret``) and
 sends ``X-Backupplus-Signature: sha256=<hex>``; the body carries ``ts`` (ms) and is refused when more
 than ``MAX_SKEW_MS`` away from the node's clock, so a captured request cannot be replayed later.
 """

@@ -3,7 +3,7 @@
 Ports follow media: while a participant's peer connection is connected the node renews its lease in
 the port ledger (state "connected"); when the connection fails or closes the node releases the port at
 once. Broker events (participant left, conference closed, outage ended) and a renew that finds the
-lease gone close the peer connection. The node registers itself in Redis (``media.registry``) and
+lease gone close the peer connection. The node registers itself in Redis (``quotas.nodes``) and
 heartbeats every 2 s; ``begin_drain`` stops it taking new outages.
 """
 
@@ -24,14 +24,16 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
-from broker.secret import shared_secret
-from broker.settings import Settings
-from media import outbound, registry, srtp
+from infra.settings import Settings
+from infra.text import as_str
+from media import outbound, srtp
 from media.errors import MediaNodeError
 from media.feedback import throttle_remb
 from media.inbound import receiver_of
 from media.mixer import AudioOutTrack, LatencyStats, Member, Room, VideoOutTrack
 from quotas import keys
+from quotas import nodes as registry
+from quotas.secret import shared_secret
 
 log = logging.getLogger("backupplus.media.node")
 
@@ -64,10 +66,6 @@ def cap_video_bandwidth(sdp: str, kbps: int) -> str:
             out.append(f"b=AS:{kbps}")
             out.append(f"b=TIAS:{kbps * 1000}")
     return "\r\n".join(out)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(eq=False)
@@ -494,7 +492,7 @@ class MediaNode:
                 while not self._shutdown:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if msg and msg.get("type") == "message":
-                        await self._on_event(_s(msg["data"]))
+                        await self._on_event(as_str(msg["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001

@@ -15,9 +15,9 @@ import sys
 
 from aiohttp import web
 
-from broker import eventloop
-from broker.redisconn import connect
-from broker.settings import Settings
+from infra import eventloop
+from infra.redisconn import connect
+from infra.settings import Settings
 from media.internal import add_internal_routes
 from media.node import MediaNode
 

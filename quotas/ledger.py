@@ -16,6 +16,8 @@ from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
+from infra.text import as_str
+
 from . import keys
 from .errors import LedgerError
 from .scripts import ScriptRunner
@@ -43,10 +45,6 @@ class AdmitResult:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
 
 
 def _dumps(doc: dict[str, Any]) -> str:
@@ -91,12 +89,12 @@ class PortLedger:
         okey = keys.outage_doc(outage_id)
         for _ in range(_CAS_ATTEMPTS):
             raw_doc, raw_state = await self.redis.hmget(okey, ["doc", "state"])  # type: ignore[misc]
-            if raw_state is None or _text(raw_state) != "active":
+            if raw_state is None or as_str(raw_state) != "active":
                 return None
-            old = _text(raw_doc) if raw_doc is not None else ""
+            old = as_str(raw_doc) if raw_doc is not None else ""
             new_doc: dict[str, Any] = build(json.loads(old) if old else {})
             res = await self._call(name, outage_id, *extra, old, _dumps(new_doc))
-            status = _text(res[0] if isinstance(res, list) else res)
+            status = as_str(res[0] if isinstance(res, list) else res)
             if status == "inactive":
                 return None
             if status != "retry":
@@ -128,7 +126,7 @@ class PortLedger:
         done = await self._doc_cas(outage_id, "close_outage", build, state)
         if done is None:
             return None
-        return [_text(p) for p in done[0][1:]]
+        return [as_str(p) for p in done[0][1:]]
 
     async def usage(self, outage_id: str) -> dict[str, dict[str, int]]:
         """{"capacity": {"audio", "video"}, "in_use": {"audio", "video"}}; zeros when not active."""
@@ -148,7 +146,7 @@ class PortLedger:
         """Adds (or replaces) a conference with its reserves, while the outage is active."""
         if reserve_audio < 0 or reserve_video < 0:
             raise ValueError("reserves must be >= 0")
-        res = _text(
+        res = as_str(
             await self._call("add_conference", outage_id, conference_id, _dumps(doc), reserve_audio, reserve_video)
         )
         if res not in ("ok", "ended", "reserve_exceeds_capacity"):
@@ -157,7 +155,7 @@ class PortLedger:
 
     async def remove_conference(self, outage_id: str, conference_id: str) -> list[str]:
         """Releases the conference's leases (participants "left"), deletes it and its reserves."""
-        return [_text(p) for p in await self._call("remove_conference", outage_id, conference_id)]
+        return [as_str(p) for p in await self._call("remove_conference", outage_id, conference_id)]
 
     # --- leases ---------------------------------------------------------------------------------
     async def admit(
@@ -194,10 +192,10 @@ class PortLedger:
             int(overshoot),
             ADMIT_RECLAIM_LIMIT,
         )
-        status = _text(res[0])
+        status = as_str(res[0])
         if status not in ("granted", "full", "ended", "no_conference"):
             raise LedgerError(f"admit answered {res!r}")
-        granted_kind = _text(res[1]) or None
+        granted_kind = as_str(res[1]) or None
         return AdmitResult(
             status=cast(AdmitStatus, status),
             kind=granted_kind,
@@ -237,14 +235,14 @@ class PortLedger:
         res = await self._call(
             "leave", outage_id, participant_id, expected_conference or "", final_state, keys.EVENTS, _dumps(event)
         )
-        status = _text(res[0])
+        status = as_str(res[0])
         if status not in ("not_found", "forbidden", "released", "already"):
             raise LedgerError(f"leave answered {res!r}")
-        return cast(Literal["not_found", "forbidden", "released", "already"], status), _text(res[1])
+        return cast(Literal["not_found", "forbidden", "released", "already"], status), as_str(res[1])
 
     async def reclaim_expired(self, outage_id: str, now_ms: int | None = None, limit: int = 200) -> list[str]:
         """Reclaims up to ``limit`` expired leases (participants "expired"); their ids."""
-        return [_text(p) for p in await self._call("reclaim", outage_id, _now(now_ms), int(limit))]
+        return [as_str(p) for p in await self._call("reclaim", outage_id, _now(now_ms), int(limit))]
 
     async def sweep(self, now_ms: int | None = None) -> dict[str, list[str]]:
         """reclaim_expired over every outage in ``keys.ACTIVE_OUTAGES``.
@@ -255,7 +253,7 @@ class PortLedger:
         at = _now(now_ms)
         out: dict[str, list[str]] = {}
         members = await self.redis.smembers(keys.ACTIVE_OUTAGES)  # type: ignore[misc]
-        for raw in sorted(_text(m) for m in members):
+        for raw in sorted(as_str(m) for m in members):
             batch_limit = 200
             while True:
                 pids = await self.reclaim_expired(raw, at, batch_limit)

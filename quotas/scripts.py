@@ -1,7 +1,8 @@
 """Loads the ledger's Lua scripts from the package and runs them with EVALSHA.
 
-Each ``quotas/lua/<name>.lua`` is one atomic operation; ``_lib.lua`` (shared helpers) is prepended
-to each of them. The first call on a client registers every script with SCRIPT LOAD; calls then use
+Each ``quotas/lua/<name>.lua`` is one atomic operation. ``_lib.lua`` (the ledger's shared helpers
+and its KEYS layout) is prepended to each ledger script; the few scripts on one global key
+(``GLOBAL_SCRIPT_NAMES``) run as they are. The first call on a client registers every script with SCRIPT LOAD; calls then use
 EVALSHA, and a NOSCRIPT reply (server restarted, SCRIPT FLUSH, failover) loads them again and
 retries once. redis-py's ``register_script`` is deliberately not used.
 """
@@ -17,6 +18,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from infra.text import as_str
+
 from .errors import LedgerError
 
 SCRIPT_NAMES: tuple[str, ...] = (
@@ -31,6 +34,8 @@ SCRIPT_NAMES: tuple[str, ...] = (
     "close_outage",
     "update_doc",
 )
+# Scripts on a single global key, without the ledger's helpers.
+GLOBAL_SCRIPT_NAMES: tuple[str, ...] = ("del_if_equal", "place_node")
 
 
 @dataclass(frozen=True)
@@ -47,17 +52,14 @@ def _read(name: str) -> str:
 def _load_sources() -> dict[str, Script]:
     lib = _read("_lib")
     out: dict[str, Script] = {}
-    for name in SCRIPT_NAMES:
-        source = f"{lib}\n-- ==== {name}.lua ====\n{_read(name)}"
+    for name in SCRIPT_NAMES + GLOBAL_SCRIPT_NAMES:
+        body = _read(name)
+        source = f"{lib}\n-- ==== {name}.lua ====\n{body}" if name in SCRIPT_NAMES else body
         out[name] = Script(name, source, hashlib.sha1(source.encode("utf-8")).hexdigest())
     return out
 
 
 SCRIPTS: dict[str, Script] = _load_sources()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
 
 
 class ScriptRunner:
@@ -70,7 +72,7 @@ class ScriptRunner:
     async def load(self) -> None:
         """SCRIPT LOAD every script (idempotent on the server)."""
         for script in SCRIPTS.values():
-            sha = _text(await self._client.script_load(script.source))
+            sha = as_str(await self._client.script_load(script.source))
             if sha != script.sha:
                 raise LedgerError(f"SCRIPT LOAD of {script.name} returned {sha}, expected {script.sha}")
         self._loaded = True

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
-from broker.settings import Settings
+from infra.settings import Settings
 
 OPERATOR = "op-test-token"
 AUTH = {"Authorization": f"Bearer {OPERATOR}"}
@@ -50,7 +50,7 @@ def declare_body(number: str = "SER-T-1", serial: str = "BR-1", **changes: Any) 
 @asynccontextmanager
 async def api_client(redis_url: str, **overrides: Any) -> AsyncIterator[TestClient]:
     settings = Settings.from_env(redis_url=redis_url, operator_tokens=frozenset({OPERATOR}), **overrides)
-    app = create_app(settings, media_plane=False, pages=False)
+    app = create_app(settings, pages=False)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:

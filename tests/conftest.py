@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 
-from broker.redisproc import RedisServer
+from infra.redisproc import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.redisproc import RedisServer, free_port
+from infra.redisproc import RedisServer, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 TOKEN = "fuzz-operator"
@@ -25,7 +25,7 @@ def broker_url(redis_server: RedisServer) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--port", str(port), "--redis-url", redis_server.url],
+        [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--port", str(port), "--redis-url", redis_server.url],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

@@ -264,7 +264,7 @@ async def test_sla_endpoint(redis_url: str) -> None:
 
 
 async def test_redis_down_answers_503_and_recovers() -> None:
-    from broker.redisproc import RedisServer
+    from infra.redisproc import RedisServer
 
     server = RedisServer().start()
     try:

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from broker.redisproc import free_port
+from infra.redisproc import free_port
 
 pytestmark = pytest.mark.slow
 
 
 def _cli(*args: str, api: str, token: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "broker.cli", *args, "--api", api, "--token", token],
+        [sys.executable, "-m", "backupplus.cli", *args, "--api", api, "--token", token],
         capture_output=True, text=True, timeout=60, check=False,
     )
 
@@ -33,7 +33,7 @@ def demo_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--demo", "--port", str(port), "--state-dir", str(tmp_path / "state")],
+        [sys.executable, "-m", "backupplus.cli", "serve", "--demo", "--port", str(port), "--state-dir", str(tmp_path / "state")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     info: dict[str, str] = {"api": f"http://127.0.0.1:{port}"}
@@ -106,7 +106,7 @@ def test_serve_stops_its_private_redis(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "serve", "--no-media", "--port", str(port), "--state-dir", "state"],
+        [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--port", str(port), "--state-dir", "state"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
     )
     assert proc.stdout is not None
@@ -129,7 +129,7 @@ def test_generated_operator_tokens_are_safe_on_a_command_line() -> None:
     """A token printed by `serve` is passed back as `--token TOKEN`: one starting with "-" (a random
     base64url token does, 1 time in 32) was read by argparse as an option. Seen once in CI."""
     from api.auth import OPERATOR_TOKEN_PREFIX, new_operator_token
-    from broker.cli import build_parser
+    from backupplus.cli import build_parser
 
     tokens = {new_operator_token() for _ in range(500)}
     assert len(tokens) == 500

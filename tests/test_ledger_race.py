@@ -13,7 +13,7 @@ from multiprocessing.pool import Pool
 import pytest
 import redis.asyncio as aioredis
 
-from broker.redisproc import RedisServer
+from infra.redisproc import RedisServer
 from quotas import keys
 from quotas.ledger import PortLedger
 

@@ -22,7 +22,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from broker.redisproc import RedisServer
+from infra.redisproc import RedisServer
 from quotas import keys
 from quotas.ledger import AdmitResult, PortLedger
 

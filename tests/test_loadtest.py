@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.redisproc import free_port
+from infra.redisproc import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]

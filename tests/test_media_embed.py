@@ -9,16 +9,16 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from api.appkeys import MEDIA_ROUTER, REDIS, SETTINGS
-from broker.redisproc import free_port
-from broker.settings import Settings
-from media.embed import MEDIA_PLANE, attach_media
+from api.appkeys import REDIS, SETTINGS
+from backupplus.media_plane import MEDIA_PLANE, attach_media
+from infra.redisproc import free_port
+from infra.settings import Settings
 from media.errors import NoMediaNode
-from media.registry import node_states
 from media.routing import MediaRouter
 from media.testing import Client, ToneTrack, admit, seed_conference
 from quotas import keys
 from quotas.ledger import PortLedger
+from quotas.nodes import node_states
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(60)]
 
@@ -49,7 +49,7 @@ async def test_attach_media_in_process_node(redis, redis_url):
         assert node is not None and node.url == f"http://127.0.0.1:{port}"
         assert await node_states(redis) == {"ready": 1, "draining": 0, "dead": 0}
         oid, cid = await seed_conference(ledger)
-        for i, router in enumerate((app[MEDIA_ROUTER], remote_router)):  # direct call, then signed HTTP
+        for i, router in enumerate((app[MEDIA_PLANE].router, remote_router)):  # direct call, then signed HTTP
             c = Client(
                 await admit(ledger, oid, cid, f"p{i}", "audio"),
                 audio=ToneTrack(400 + 300 * i),

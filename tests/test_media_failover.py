@@ -13,17 +13,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from broker.redisproc import free_port
-from broker.settings import Settings
-from media import registry
+from infra.redisproc import free_port
+from infra.settings import Settings
 from media.errors import NoMediaNode
 from media.internal import OFFER_PATH, SIGNATURE_HEADER
 from media.node import MediaNode
-from media.registry import node_states
 from media.routing import MediaRouter
 from media.testing import Client, ToneTrack, admit, seed_conference, until
 from quotas import keys
+from quotas import nodes as registry
 from quotas.ledger import PortLedger
+from quotas.nodes import node_states
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(60)]
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from broker.settings import Settings
+from infra.settings import Settings
 from media.node import MediaNode
 from media.routing import MediaRouter
 from media.testing import Client, ToneTrack, admit, seed_conference

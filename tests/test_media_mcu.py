@@ -10,7 +10,7 @@ import time
 import pytest
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 
-from broker.settings import Settings
+from infra.settings import Settings
 from media.mixer import MAX_BITRATE, MIN_BITRATE
 from media.node import MediaNode
 from media.routing import MediaRouter

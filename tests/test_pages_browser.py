@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from broker.redisproc import RedisServer, free_port
+from infra.redisproc import RedisServer, free_port
 from tests.chromium import CHROMIUM_ARGS, require_chromium
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -82,7 +82,7 @@ def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
             [
                 sys.executable,
                 "-m",
-                "broker.cli",
+                "backupplus.cli",
                 "serve",
                 "--redis-url",
                 redis_server.url,

@@ -13,7 +13,7 @@ from api.appkeys import SECRET, SETTINGS
 from api.auth import sign_join_token
 from api.pages import CSP, setup_pages
 from broker.contracts import REASON_CODES
-from broker.settings import Settings
+from infra.settings import Settings
 
 SECRET_BYTES = b"s" * 32
 

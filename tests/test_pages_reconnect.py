@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from broker.redisproc import RedisServer, free_port
+from infra.redisproc import RedisServer, free_port
 from tests.test_pages_browser import (  # noqa: F401 - fixtures
     FRAMES_JS,
     OPERATOR,
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.media, pytest.mark.slow, pytest.m
 def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     with log.open("w") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "broker.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "backupplus.cli", *args], stdout=out, stderr=subprocess.STDOUT, env=env
         )
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.redisconn import connect, parse_sentinel_url
-from broker.redisproc import RedisServer, free_port
+from infra.redisconn import connect, parse_sentinel_url
+from infra.redisproc import RedisServer, free_port
 from quotas import keys
 
 from .api_helpers import AUTH, api_client, new_conference, open_outage

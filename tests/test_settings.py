@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from broker.settings import Settings
+from infra.settings import Settings
 
 
 def test_environment_then_overrides(monkeypatch: pytest.MonkeyPatch) -> None:

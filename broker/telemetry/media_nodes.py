@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from media.registry import node_states
+from quotas.nodes import node_states
 
 STATES = ("ready", "draining", "dead")
 

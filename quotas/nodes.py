@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from infra.text import as_str
 from quotas import keys
 
 HEARTBEAT_S = 2.0
@@ -22,10 +23,6 @@ FORGET_AFTER_MS = 300_000
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -71,14 +68,14 @@ async def list_nodes(redis: Any) -> list[NodeInfo]:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for member, _ in entries:
-            pipe.hgetall(keys.media_node(_s(member)))
+            pipe.hgetall(keys.media_node(as_str(member)))
         hashes = await pipe.execute()
     nodes = []
     for (member, score), h in zip(entries, hashes):
-        h = {_s(k): _s(v) for k, v in (h or {}).items()}
+        h = {as_str(k): as_str(v) for k, v in (h or {}).items()}
         nodes.append(
             NodeInfo(
-                node_id=_s(member),
+                node_id=as_str(member),
                 url=h.get("url", ""),
                 capacity=int(h.get("capacity", 0) or 0),
                 load=int(h.get("load", 0) or 0),

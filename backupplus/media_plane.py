@@ -1,16 +1,36 @@
-"""Wires the media plane into the broker's aiohttp app (``backupplus serve``)."""
+"""Wires the media plane into the broker's aiohttp app: the router as the broker's ``MediaGateway``,
+and (unless ``--no-media``) a media node in the same process."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
-from api.appkeys import MEDIA_ROUTER, REDIS, SETTINGS
+from api.appkeys import MEDIA_GATEWAY, REDIS, SETTINGS
+from broker.errors import MediaNodeFailed
+from broker.errors import NoMediaNode as BrokerNoMediaNode
+from media.errors import MediaNodeError, NoMediaNode
 from media.internal import add_internal_routes
 from media.node import MediaNode
 from media.routing import MediaRouter
+
+
+class RouterGateway:
+    """``broker.media.MediaGateway`` over the media router: media errors become the broker's."""
+
+    def __init__(self, router: MediaRouter) -> None:
+        self.router = router
+
+    async def offer(self, participant: dict[str, Any], sdp: str, sdp_type: str) -> dict[str, Any]:
+        try:
+            return await self.router.offer(participant, sdp, sdp_type)
+        except NoMediaNode as exc:
+            raise BrokerNoMediaNode(str(exc) or None, retry_after=5) from None
+        except MediaNodeError as exc:
+            raise MediaNodeFailed(str(exc) or None, media_code=exc.code) from None
 
 
 @dataclass
@@ -23,12 +43,21 @@ class MediaPlane:
 MEDIA_PLANE = web.AppKey("media_plane", MediaPlane)
 
 
+def media_plane(*, in_process_node: bool) -> Callable[[web.Application], None]:
+    """The hook ``api.app.create_app`` calls to attach the media plane."""
+
+    def attach(app: web.Application) -> None:
+        attach_media(app, in_process_node=in_process_node)
+
+    return attach
+
+
 def attach_media(app: web.Application, *, in_process_node: bool) -> None:
-    """Sets app[MEDIA_ROUTER] (and app[MEDIA_PLANE]); with ``in_process_node`` also runs a media node in
+    """Sets app[MEDIA_GATEWAY] (and app[MEDIA_PLANE]); with ``in_process_node`` also runs a media node in
     this process, reachable at settings.base_url + /internal/media/offer. Must be called before the
     app starts, after the cleanup_ctx that sets SETTINGS and REDIS."""
     plane = MediaPlane(router=MediaRouter())
-    app[MEDIA_ROUTER] = plane.router
+    app[MEDIA_GATEWAY] = RouterGateway(plane.router)
     app[MEDIA_PLANE] = plane
     if in_process_node:
         add_internal_routes(app, lambda: plane.node)

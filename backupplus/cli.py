@@ -15,8 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import eventloop
-from .settings import Settings
+from infra import eventloop
+from infra.settings import Settings
 
 DEFAULT_API = "http://127.0.0.1:8080"
 
@@ -26,13 +26,12 @@ async def _load_demo(settings: Settings) -> dict[str, str]:
     """Demo contract, one active outage and one conference; returns what to print."""
 
     from api.auth import sign_join_token
-
-    from . import sla
-    from .contracts import demo_contract
-    from .errors import OutageAlreadyActive
-    from .redisconn import connect
-    from .secret import shared_secret
-    from .service import Broker
+    from broker import sla
+    from broker.contracts import demo_contract
+    from broker.errors import OutageAlreadyActive
+    from broker.service import Broker
+    from infra.redisconn import connect
+    from quotas.secret import shared_secret
 
     assert settings.redis_url
     client = connect(settings.redis_url, decode_responses=True)
@@ -76,8 +75,8 @@ async def _serve(settings: Settings, demo: bool) -> int:
 
     from api.app import create_app
     from api.auth import new_operator_token
-
-    from .redisproc import RedisServer
+    from backupplus.media_plane import media_plane
+    from infra.redisproc import RedisServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,7 +94,7 @@ async def _serve(settings: Settings, demo: bool) -> int:
             print(f"operator token (this run only; set BACKUPPLUS_OPERATOR_TOKENS to choose): {token}")
         elif demo:
             print(f"operator token: {min(settings.operator_tokens)}")
-        app = create_app(settings)
+        app = create_app(settings, media_plane=media_plane(in_process_node=settings.media))
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
@@ -125,7 +124,7 @@ async def _serve(settings: Settings, demo: bool) -> int:
 
 async def _drain_media(app: Any, timeout: float) -> None:
     """SIGTERM: the in-process media node takes no new conference and lets running calls end."""
-    from media.embed import MEDIA_PLANE
+    from backupplus.media_plane import MEDIA_PLANE
 
     plane = app.get(MEDIA_PLANE)
     if plane is not None and plane.node is not None:
@@ -228,7 +227,7 @@ def cmd_outage(args: argparse.Namespace) -> int:
 
 
 def cmd_contracts(args: argparse.Namespace) -> int:
-    from .contracts import ContractFileError, load_contracts_file
+    from broker.contracts import ContractFileError, load_contracts_file
 
     try:
         contracts = load_contracts_file(Path(args.file))
