@@ -11,8 +11,9 @@ import json
 import re
 import unicodedata
 from datetime import date, datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, Self
 
 import yaml
 from pydantic import (
@@ -28,24 +29,29 @@ from pydantic import (
 from infra.text import as_str
 from quotas import keys
 
+
 # --- reason codes (API.md: 422 not_eligible, field "reason") -------------------------------------
-ReasonCode = Literal[
-    "contract_not_started",
-    "contract_expired",
-    "contract_suspended",
-    "contract_terminated",
-    "equipment_not_on_contract",
-    "equipment_not_videoconference",
-    "warranty_expired",
-]
-CONTRACT_NOT_STARTED: Final = "contract_not_started"
-CONTRACT_EXPIRED: Final = "contract_expired"
-CONTRACT_SUSPENDED: Final = "contract_suspended"
-CONTRACT_TERMINATED: Final = "contract_terminated"
-EQUIPMENT_NOT_ON_CONTRACT: Final = "equipment_not_on_contract"
-EQUIPMENT_NOT_VIDEOCONFERENCE: Final = "equipment_not_videoconference"
-WARRANTY_EXPIRED: Final = "warranty_expired"
-REASON_CODES: Final[tuple[str, ...]] = get_args(ReasonCode)
+class Ineligibility(StrEnum):
+    """Why a contract does not entitle a server to Backup+: the API's ``reason`` code and its text."""
+
+    text: str
+
+    def __new__(cls, code: str, text: str) -> Self:
+        member = str.__new__(cls, code)
+        member._value_ = code
+        member.text = text
+        return member
+
+    CONTRACT_NOT_STARTED = ("contract_not_started", "The maintenance contract has not started yet")
+    CONTRACT_EXPIRED = ("contract_expired", "The maintenance contract has expired")
+    CONTRACT_SUSPENDED = ("contract_suspended", "The maintenance contract is suspended")
+    CONTRACT_TERMINATED = ("contract_terminated", "The maintenance contract has been terminated")
+    EQUIPMENT_NOT_ON_CONTRACT = ("equipment_not_on_contract", "This serial number is not on the contract")
+    EQUIPMENT_NOT_VIDEOCONFERENCE = ("equipment_not_videoconference", "This equipment is not a videoconference system")
+    WARRANTY_EXPIRED = ("warranty_expired", "The equipment's manufacturer warranty has expired")
+
+
+REASON_CODES: Final[tuple[str, ...]] = tuple(r.value for r in Ineligibility)
 
 EquipmentKind = Literal["video_bridge", "video_endpoint", "networker", "projector", "clickshare", "other"]
 # Clause 3-5 / footnote of clause 2: Backup+ is for videoconference systems only.
@@ -258,7 +264,7 @@ def is_valid_number(number: str) -> bool:
 
 
 # --- eligibility ----------------------------------------------------------------------------------
-def check_eligibility(contract: Contract, serial: str, on: date) -> ReasonCode | None:
+def check_eligibility(contract: Contract, serial: str, on: date) -> Ineligibility | None:
     """Why ``serial`` may not get Backup+ under ``contract`` on day ``on``; None when it may.
 
     Checked in this order: terminated, suspended, not started, expired, equipment not on the
@@ -267,20 +273,20 @@ def check_eligibility(contract: Contract, serial: str, on: date) -> ReasonCode |
     if isinstance(on, datetime):
         on = on.date()
     if contract.status == "terminated":
-        return CONTRACT_TERMINATED
+        return Ineligibility.CONTRACT_TERMINATED
     if contract.status == "suspended":
-        return CONTRACT_SUSPENDED
+        return Ineligibility.CONTRACT_SUSPENDED
     if on < contract.start_date:
-        return CONTRACT_NOT_STARTED
+        return Ineligibility.CONTRACT_NOT_STARTED
     if on >= contract.end_date:
-        return CONTRACT_EXPIRED
+        return Ineligibility.CONTRACT_EXPIRED
     eq = contract.find_equipment(serial)
     if eq is None:
-        return EQUIPMENT_NOT_ON_CONTRACT
+        return Ineligibility.EQUIPMENT_NOT_ON_CONTRACT
     if not eq.is_videoconference:
-        return EQUIPMENT_NOT_VIDEOCONFERENCE
+        return Ineligibility.EQUIPMENT_NOT_VIDEOCONFERENCE
     if eq.warranty_until < on:
-        return WARRANTY_EXPIRED
+        return Ineligibility.WARRANTY_EXPIRED
     return None
 
 

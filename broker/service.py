@@ -106,7 +106,7 @@ class Broker:
         reported_at: datetime = body.get("reported_at") or now
         reason = check_eligibility(contract, body["serial"], reported_at.astimezone(sla.PARIS).date())
         if reason is not None:
-            raise errors.NotEligible(_REASON_TEXT.get(reason, reason), reason=reason)
+            raise errors.NotEligible(reason.text, reason=reason.value)
         ticket_in = body["ticket"]
         times = sla.compute(reported_at, ticket_in["priority"])
         window_ends = sla.window_end(times.restore_deadline, self.settings.window_extra_business_days)
@@ -461,12 +461,3 @@ class Broker:
         return status == "released"
 
 
-_REASON_TEXT = {
-    "contract_not_started": "The maintenance contract has not started yet",
-    "contract_expired": "The maintenance contract has expired",
-    "contract_suspended": "The maintenance contract is suspended",
-    "contract_terminated": "The maintenance contract has been terminated",
-    "equipment_not_on_contract": "This serial number is not on the contract",
-    "equipment_not_videoconference": "This equipment is not a videoconference system",
-    "warranty_expired": "The equipment's manufacturer warranty has expired",
-}

@@ -34,6 +34,12 @@ class Settings(BaseModel):
     drain_timeout_s: float = 30.0
     # Test-only: break the cap on purpose so that the load test's watcher can be shown to catch it.
     unsafe_cap_overshoot: int = 0
+    # Processes: event loop (auto = uvloop when installed) and log level.
+    loop: str = "auto"
+    log_level: str = "INFO"
+    # The hotline's CLI: the broker it talks to and its operator token (BACKUPPLUS_API, BACKUPPLUS_TOKEN).
+    api: str = "http://127.0.0.1:8080"
+    token: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -1,0 +1,47 @@
+"""``serve --demo``: a demo contract, one active outage and one conference, ready to join."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from api.auth import sign_join_token
+from broker import sla
+from broker.contracts import demo_contract
+from broker.errors import OutageAlreadyActive
+from broker.service import Broker
+from infra.redisconn import connect
+from infra.settings import Settings
+from quotas.secret import shared_secret
+
+DEMO_TICKET = {
+    "priority": "urgent",
+    "site": "Siège, Aix-en-Provence",
+    "contact": "M. Durand, +33 4 00 00 00 00",
+    "description": "Pont de visioconférence hors service (démo)",
+}
+DEMO_CONFERENCE = {"title": "Comité de direction", "priority": 1, "reserve": {"audio": 2, "video": 4}}
+
+
+async def load_demo(settings: Settings) -> dict[str, str]:
+    """Loads (or finds again) the demo data; returns what ``serve`` prints."""
+    assert settings.redis_url
+    client = connect(settings.redis_url, decode_responses=True)
+    try:
+        broker = Broker(client, settings)
+        contract = demo_contract(datetime.now(sla.PARIS).date())
+        await broker.contracts.put(contract)
+        serial = next(e.serial for e in contract.equipment if e.kind == "video_bridge")
+        try:
+            outage, _ = await broker.declare_outage(
+                {"contract": contract.number, "serial": serial, "ticket": dict(DEMO_TICKET), "reported_at": None}
+            )
+        except OutageAlreadyActive as exc:
+            outage = await broker.get_outage(exc.extra["outage_id"])
+        if outage["conferences"]:
+            conference_id = outage["conferences"][0]
+        else:
+            conference_id = (await broker.create_conference(outage["id"], dict(DEMO_CONFERENCE)))["id"]
+        token = sign_join_token(await shared_secret(client), conference_id)
+        return {"contract": contract.number, "outage": outage["id"], "join_url": f"{settings.base_url}/join/{token}"}
+    finally:
+        await client.aclose()

@@ -1,0 +1,116 @@
+"""``backupplus serve``: the broker's API, pages, /metrics and an in-process media node in one process.
+
+Without a Redis URL it starts and owns a private ``redis-server``. SIGTERM lets running calls end
+(the in-process node drains) before the process stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from api.app import create_app
+from api.auth import new_operator_token
+from infra import eventloop
+from infra.redisproc import RedisServer
+from infra.settings import Settings
+
+from .demo import load_demo
+from .media_plane import MEDIA_PLANE, media_plane
+
+log = logging.getLogger("backupplus.serve")
+CLEANUP_TIMEOUT_S = 10.0
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment, then the command line's flags."""
+    return Settings.from_env(
+        host=args.host,
+        port=args.port,
+        redis_url=args.redis_url,
+        public_url=args.public_url,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+        media=False if args.no_media else None,
+        loop=args.loop,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    try:
+        return eventloop.run(_serve(settings, args.demo), settings.loop)
+    except OSError as exc:
+        print(f"backupplus serve: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(settings: Settings, demo: bool) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    private: RedisServer | None = None
+    if not settings.redis_url:
+        private = RedisServer(settings.state_dir / "redis", persistent=True).start()
+        settings = settings.model_copy(update={"redis_url": private.url})
+        print(f"redis: started a private redis-server on {private.url} (data in {settings.state_dir / 'redis'})")
+    try:
+        settings = _with_operator_token(settings, demo)
+        app = create_app(settings, media_plane=media_plane(in_process_node=settings.media))
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+        _print_addresses(settings)
+        if demo:
+            info = await load_demo(settings)
+            print(f"demo: contract {info['contract']}, outage {info['outage']}")
+            print(f"join link: {info['join_url']}")
+        sys.stdout.flush()
+        await stop.wait()
+        await _drain_media(app, settings.drain_timeout_s)
+        print("stopping ...", flush=True)
+        await _cleanup(runner)
+        return 0
+    finally:
+        if private is not None:
+            private.stop()
+
+
+def _with_operator_token(settings: Settings, demo: bool) -> Settings:
+    """Makes an operator token for this run when none is configured, and prints it."""
+    if not settings.operator_tokens:
+        token = new_operator_token()
+        print(f"operator token (this run only; set BACKUPPLUS_OPERATOR_TOKENS to choose): {token}")
+        return settings.model_copy(update={"operator_tokens": frozenset({token})})
+    if demo:
+        print(f"operator token: {min(settings.operator_tokens)}")
+    return settings
+
+
+def _print_addresses(settings: Settings) -> None:
+    print(f"api: {settings.base_url}/v1 (OpenAPI at {settings.base_url}/openapi.json, metrics at /metrics)")
+    print(f"console: {settings.base_url}/console")
+
+
+async def _drain_media(app: web.Application, timeout: float) -> None:
+    """SIGTERM: the in-process media node takes no new conference and lets running calls end."""
+    plane = app.get(MEDIA_PLANE)
+    if plane is not None and plane.node is not None:
+        print(f"draining the media node (up to {timeout:.0f} s) ...", flush=True)
+        await plane.node.drain(timeout)
+
+
+async def _cleanup(runner: web.AppRunner) -> None:
+    """Stops the app; names the tasks that keep it from stopping in time, then waits for them."""
+    cleanup = asyncio.create_task(runner.cleanup())
+    done, _ = await asyncio.wait({cleanup}, timeout=CLEANUP_TIMEOUT_S)
+    if not done:
+        pending = sorted(t.get_name() for t in asyncio.all_tasks() if t is not asyncio.current_task())
+        log.warning("shutdown is taking longer than %.0f s; still running: %s", CLEANUP_TIMEOUT_S, ", ".join(pending))
+        await cleanup
