@@ -14,13 +14,20 @@ fi
 if [ ${#want_debs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${want_debs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  # Packages such as prometheus, coturn and janus would start system services on install; only their
+  # binaries are wanted (the project starts its own processes). Debian's policy-rc.d mechanism keeps
+  # invoke-rc.d from starting anything; an existing policy is left as it is, ours is removed after.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    own_policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# written by backupplus scripts/setup.sh for the length of one install\nexit 101\n' \
+      | $SUDO tee "$own_policy" >/dev/null
+    $SUDO chmod 755 "$own_policy"
+    trap '$SUDO rm -f "$own_policy"' EXIT
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want_debs[@]}" >/dev/null
-  # Debian's prometheus package starts its own daemons; only promtool is wanted, so stop them.
-  if printf '%s\n' "${want_debs[@]}" | grep -qx prometheus; then
-    pkill -x prometheus >/dev/null 2>&1 || true
-    pkill -x prometheus-node-exporter >/dev/null 2>&1 || true
-  fi
+  if [ -n "$own_policy" ]; then $SUDO rm -f "$own_policy"; trap - EXIT; fi
 fi
 
 PY=${PYTHON:-python3}
