@@ -24,18 +24,22 @@ from .errors import LedgerError
 
 SCRIPT_NAMES: tuple[str, ...] = (
     "open_outage",
+    "acknowledge",
+    "sla_overdue",
+    "set_planned_end",
+    "close_outage",
     "add_conference",
+    "update_conference",
+    "remove_conference",
     "admit",
     "renew",
     "release",
     "leave",
     "reclaim",
-    "remove_conference",
-    "close_outage",
-    "update_doc",
+    "repair",
 )
-# Scripts on a single global key, without the ledger's helpers.
-GLOBAL_SCRIPT_NAMES: tuple[str, ...] = ("del_if_equal", "place_node")
+# Scripts on global keys, without the ledger's helpers.
+GLOBAL_SCRIPT_NAMES: tuple[str, ...] = ("del_if_equal", "place_node", "ticket_open", "ticket_outcome")
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,3 @@
--- reclaim: ARGV now_ms, limit -> the participants whose expired leases were reclaimed.
-if redis.call('EXISTS', K_CAP) == 0 then return {} end
-return reclaim_expired(tonumber(ARGV[1]), tonumber(ARGV[2]))
+-- reclaim: ARGV limit -> the participants whose expired leases were reclaimed ("left/lease_expired").
+if not is_active() then return {} end
+return reclaim_expired(now_ms(), tonumber(ARGV[1]))
