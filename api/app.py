@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -30,37 +30,44 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[REDIS] = client
     app[SECRET] = await shared_secret(client)
-    app[BROKER] = Broker(client, settings)
+    broker = Broker(client, settings)
+    await broker.start()
+    app[BROKER] = broker
     app[TELEMETRY] = Telemetry(client)
     yield
     await client.aclose(close_connection_pool=True)
 
 
+async def _periodic(name: str, interval: float, step: Callable[[], Awaitable[object]],
+                    stopping: asyncio.Event) -> None:
+    """Runs ``step`` every ``interval`` seconds until ``stopping`` is set; a failure waits for the next turn."""
+    while not stopping.is_set():
+        try:
+            await step()
+        except Exception as exc:  # noqa: BLE001 - Redis down: try again next time
+            log.warning("%s failed: %s", name, exc)
+        waiter = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({waiter}, timeout=interval)
+        waiter.cancel()
+
+
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Lease sweeper and outage expiry: run in every broker process; both are safe concurrently."""
-    broker = app[BROKER]
-    interval = app[SETTINGS].sweep_interval_s
-
+    """The broker's background work, in every broker process (each step is safe concurrently): the
+    lease sweeper and the outages' lifecycle, and the ledger's audit."""
+    broker, settings = app[BROKER], app[SETTINGS]
     # Stopped by an event, not by cancelling it: a cancel that lands inside a redis-py call can be
-    # swallowed there, and the task then slept on forever (seen: `serve` ignoring SIGTERM).
+    # swallowed there, and the task then slept on forever (`serve` ignoring SIGTERM).
     stopping = asyncio.Event()
-
-    async def loop() -> None:
-        while not stopping.is_set():
-            try:
-                await broker.sweep_leases()
-                await broker.expire_due()
-            except Exception as exc:  # noqa: BLE001 - Redis down: try again next tick
-                log.warning("background sweep failed: %s", exc)
-            waiter = asyncio.ensure_future(stopping.wait())
-            await asyncio.wait({waiter}, timeout=interval)
-            waiter.cancel()
-
-    task = asyncio.create_task(loop(), name="backupplus-sweeper")
+    tasks = {
+        asyncio.create_task(_periodic("background tick", settings.sweep_interval_s, broker.tick, stopping),
+                            name="backupplus-tick"),
+        asyncio.create_task(_periodic("ledger audit", settings.audit_interval_s, broker.audit, stopping),
+                            name="backupplus-audit"),
+    }
     yield
     stopping.set()
-    done, _ = await asyncio.wait({task}, timeout=10)
-    if not done:  # a sweep stuck on an unreachable Redis: give up on it
+    _, pending = await asyncio.wait(tasks, timeout=10)
+    for task in pending:  # a step stuck on an unreachable Redis: give up on it
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -1,8 +1,10 @@
-"""Bearer tokens: operator tokens from configuration, and HMAC-signed join tokens bound to one conference.
+"""Bearer tokens: operator tokens from configuration, HMAC-signed join tokens bound to one conference,
+and participant tokens bound to one participant.
 
-A join token carries only its conference id and a signature; it stays valid exactly as long as the
-conference and its outage are live (checked at each use), so extending the window extends it and
-restore or deletion revokes it without a revocation list.
+A join or participant token carries only its id and a signature; it stays valid exactly as long as
+what it names is live (checked at each use), so restore, deletion or leaving revokes it without a
+revocation list. Who may see what (API.md): a caller gets 404 for what it may not see at all, whether
+it exists or not, and 403 for what it may see but not do.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Literal
 
 from aiohttp import web
 
@@ -19,6 +22,7 @@ from . import problems
 from .problems import Problem
 
 _JOIN_PREFIX = "jt1"
+_PARTICIPANT_PREFIX = "pt1"
 
 
 def _b64(data: bytes) -> str:
@@ -38,40 +42,81 @@ def new_operator_token() -> str:
     return OPERATOR_TOKEN_PREFIX + secrets.token_urlsafe(24)
 
 
+def _sign(secret: bytes, prefix: str, subject: str) -> str:
+    payload = _b64(subject.encode())
+    mac = hmac.new(secret, f"{prefix}.{payload}".encode(), hashlib.sha256).digest()[:18]
+    return f"{prefix}.{payload}.{_b64(mac)}"
+
+
+def _verify(secret: bytes, prefix: str, token: str) -> str | None:
+    parts = token.split(".")
+    if len(parts) != 3 or parts[0] != prefix or len(token) > 256:
+        return None
+    try:
+        mac = _unb64(parts[2])
+        subject = _unb64(parts[1]).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    expected = hmac.new(secret, f"{prefix}.{parts[1]}".encode(), hashlib.sha256).digest()[:18]
+    if not hmac.compare_digest(mac, expected):
+        return None
+    return subject
+
+
 def sign_join_token(secret: bytes, conference_id: str) -> str:
-    payload = _b64(conference_id.encode())
-    mac = hmac.new(secret, f"{_JOIN_PREFIX}.{payload}".encode(), hashlib.sha256).digest()[:18]
-    return f"{_JOIN_PREFIX}.{payload}.{_b64(mac)}"
+    return _sign(secret, _JOIN_PREFIX, conference_id)
 
 
 def verify_join_token(secret: bytes, token: str) -> str | None:
     """The conference id the token is for, or None when it is not a genuine join token."""
-    parts = token.split(".")
-    if len(parts) != 3 or parts[0] != _JOIN_PREFIX or len(token) > 256:
-        return None
-    try:
-        mac = _unb64(parts[2])
-        conference_id = _unb64(parts[1]).decode()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    expected = hmac.new(secret, f"{_JOIN_PREFIX}.{parts[1]}".encode(), hashlib.sha256).digest()[:18]
-    if not hmac.compare_digest(mac, expected):
-        return None
-    return conference_id
+    return _verify(secret, _JOIN_PREFIX, token)
+
+
+def sign_participant_token(secret: bytes, participant_id: str) -> str:
+    return _sign(secret, _PARTICIPANT_PREFIX, participant_id)
+
+
+def verify_participant_token(secret: bytes, token: str) -> str | None:
+    """The participant id the token is for, or None when it is not a genuine participant token."""
+    return _verify(secret, _PARTICIPANT_PREFIX, token)
+
+
+def _not_found(what: str, ident: str) -> Problem:
+    problem = problems.PARTICIPANT_NOT_FOUND if what == "participant" else problems.CONFERENCE_NOT_FOUND
+    return Problem(problem, f"No {what} {ident!r}")
 
 
 @dataclass(frozen=True)
 class Principal:
-    operator: bool
+    """Who is calling: an operator, a conference's join token, or a participant's own token."""
+
+    kind: Literal["operator", "join", "participant"]
     conference_id: str | None = None
+    participant_id: str | None = None
+
+    @property
+    def operator(self) -> bool:
+        return self.kind == "operator"
 
     def require_operator(self) -> None:
         if not self.operator:
             raise Problem(problems.FORBIDDEN, "Only a hotline operator token may do this")
 
     def require_conference(self, conference_id: str) -> None:
-        if not self.operator and self.conference_id != conference_id:
-            raise Problem(problems.FORBIDDEN, "This join token is for another conference")
+        """Reading a conference or joining it: an operator, or that conference's join token."""
+        if self.operator or (self.kind == "join" and self.conference_id == conference_id):
+            return
+        raise _not_found("conference", conference_id)
+
+    def require_participant(self, participant_id: str, conference_id: str | None) -> None:
+        """Acting on a participant (``conference_id``: its conference, None when it does not exist):
+        an operator or the participant's own token. Its conference's join token sees it but may not
+        act (403); anyone else gets 404, whether it exists or not."""
+        if self.operator or (self.kind == "participant" and self.participant_id == participant_id):
+            return
+        if self.kind == "join" and conference_id is not None and self.conference_id == conference_id:
+            raise Problem(problems.FORBIDDEN, "A join token does not act on participants: use the participant token")
+        raise _not_found("participant", participant_id)
 
 
 def authenticate(request: web.Request, operator_tokens: frozenset[str], secret: bytes) -> Principal:
@@ -84,12 +129,15 @@ def authenticate(request: web.Request, operator_tokens: frozenset[str], secret: 
         )
     for candidate in operator_tokens:
         if hmac.compare_digest(candidate.encode(), token.encode()):
-            return Principal(operator=True)
+            return Principal("operator")
     conference_id = verify_join_token(secret, token)
-    if conference_id is None:
-        raise Problem(
-            problems.UNAUTHORIZED,
-            "The token is neither an operator token nor a valid join token",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
-    return Principal(operator=False, conference_id=conference_id)
+    if conference_id is not None:
+        return Principal("join", conference_id=conference_id)
+    participant_id = verify_participant_token(secret, token)
+    if participant_id is not None:
+        return Principal("participant", participant_id=participant_id)
+    raise Problem(
+        problems.UNAUTHORIZED,
+        "The token is neither an operator token, a join token nor a participant token",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    computed_field,
     field_validator,
     model_validator,
 )
@@ -65,9 +66,14 @@ MAX_EXTRA_STR_LEN: Final = 2000
 MAX_EXTRA_DEPTH: Final = 6
 MAX_EXTRA_ITEMS: Final = 200
 
-# Contract numbers end up in URL paths and Redis key names: word characters and . _ - : +, starting
-# with a word character; in particular no '/', no whitespace, no braces (Redis hash tags).
-_NUMBER_RE = re.compile(r"\w[\w.\-:+]*")
+# Contract numbers end up in URL paths and Redis key names: ASCII letters, digits and - _ . /, starting
+# with a letter or digit; in particular no ':' (the separator of Redis key names, so no number can
+# name another key), no whitespace, no braces (Redis hash tags).
+_NUMBER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+# Clause 7: maintenance may be suspended 15 days after a formal notice; renewal is offered two months
+# before the end of the term.
+SUSPENSION_NOTICE_DAYS: Final = 15
+RENEWAL_NOTICE_MONTHS: Final = 2
 
 
 Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -196,6 +202,19 @@ class Client(BaseModel):
         return _strip_secrets(data, set(cls.model_fields), "client")
 
 
+def _add_months(d: date, months: int) -> date:
+    """Same day ``months`` later (or earlier), clamped to the end of a shorter month."""
+    total = d.year * 12 + d.month - 1 + months
+    year, month = divmod(total, 12)
+    month += 1
+    for day in (d.day, 30, 29, 28):
+        try:
+            return date(year, month, day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
 def _add_years(d: date, years: int) -> date:
     """Same day ``years`` later; 29 February falls on 1 March in a common year (the term is never
     shortened: a one-year contract from 2024-02-29 covers up to and including 2025-02-28)."""
@@ -215,6 +234,11 @@ class Contract(BaseModel):
     term_years: Literal[1, 3, 5]
     status: ContractStatus
     equipment: Annotated[list[Equipment], Field(max_length=MAX_EQUIPMENT)] = Field(default_factory=list)
+    # Clause 7: the date of the formal notice (registered letter), and the suspension it leads to
+    # (from that date on, the contract no longer entitles anything to Backup+).
+    formal_notice_on: date | None = None
+    suspended_from: date | None = None
+    suspension_reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -227,10 +251,23 @@ class Contract(BaseModel):
     def _number_shape(cls, v: str) -> str:
         if not _NUMBER_RE.fullmatch(v):
             raise ValueError(
-                "contract number: letters, digits and . _ - : + only, starting with a letter or digit "
-                "(no '/', no whitespace)"
+                "contract number: letters, digits and - _ . / only, starting with a letter or digit "
+                "(no ':', no whitespace)"
             )
         return v
+
+    @model_validator(mode="after")
+    def _suspension_after_notice(self) -> Contract:
+        if self.formal_notice_on is not None:
+            earliest = self.formal_notice_on + timedelta(days=SUSPENSION_NOTICE_DAYS)
+            if self.suspended_from is None:
+                self.suspended_from = earliest
+            elif self.suspended_from < earliest:
+                raise ValueError(
+                    f"suspended_from must be at least {SUSPENSION_NOTICE_DAYS} days after formal_notice_on "
+                    f"(clause 7): {earliest.isoformat()} or later"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_serials(self) -> Contract:
@@ -245,10 +282,23 @@ class Contract(BaseModel):
             seen[k] = i
         return self
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def end_date(self) -> date:
         """First day no longer covered: start_date + term_years years."""
         return _add_years(self.start_date, self.term_years)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def renewal_notice_from(self) -> date:
+        """When the renewal is to be offered (clause 7): two months before the end of the term."""
+        return _add_months(self.end_date, -RENEWAL_NOTICE_MONTHS)
+
+    def renewal_due(self, on: date) -> bool:
+        return self.status != "terminated" and self.renewal_notice_from <= on < self.end_date
+
+    def suspended_on(self, on: date) -> bool:
+        return self.status == "suspended" or (self.suspended_from is not None and on >= self.suspended_from)
 
     def find_equipment(self, serial: str) -> Equipment | None:
         """The equipment with this serial (surrounding whitespace and case ignored)."""
@@ -274,7 +324,7 @@ def check_eligibility(contract: Contract, serial: str, on: date) -> Ineligibilit
         on = on.date()
     if contract.status == "terminated":
         return Ineligibility.CONTRACT_TERMINATED
-    if contract.status == "suspended":
+    if contract.suspended_on(on):
         return Ineligibility.CONTRACT_SUSPENDED
     if on < contract.start_date:
         return Ineligibility.CONTRACT_NOT_STARTED

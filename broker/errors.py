@@ -42,6 +42,22 @@ class InvalidWindow(BrokerError):
     code = "invalid_window"
 
 
+class InvalidReportedAt(BrokerError):
+    """A call dated more than 5 minutes ahead or 7 days back (API.md)."""
+
+    code = "invalid_reported_at"
+
+
+class ValidationFailed(BrokerError):
+    """Fields that are well-formed alone but wrong together (``errors``: [{loc, msg, type}])."""
+
+    code = "validation_failed"
+
+
+class TicketNotFound(BrokerError):
+    code = "ticket_not_found"
+
+
 class IdempotencyKeyReused(BrokerError):
     code = "idempotency_key_reused"
 
@@ -56,6 +72,12 @@ class ReserveExceedsCapacity(BrokerError):
 
 class CapacityExhausted(BrokerError):
     code = "capacity_exhausted"
+
+
+class RateLimited(BrokerError):
+    """One conference's link admits faster than a meeting of people would (``retry_after`` seconds)."""
+
+    code = "rate_limited"
 
 
 class ParticipantNotFound(BrokerError):

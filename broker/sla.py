@@ -4,8 +4,9 @@
 * Hotline: open 08:30-18:30 (end excluded) on business days.
 * ``taken_at``: when the hotline takes the call - the report itself if the hotline is open,
   else its next opening.
-* Acknowledgement ("prise en charge"): urgent within 15 hotline minutes, medium the same day
-  (18:30), low on D+2 (18:30 of the second business day).
+* Acknowledgement ("prise en charge"): urgent within 15 hotline minutes but never later than the
+  medium deadline of the same call, medium the same day (18:30), low on D+2 (18:30 of the second
+  business day): for every instant, urgent <= medium <= low.
 * Restore ("traitement"): taken before 12:00 -> next business day before 12:00; otherwise the
   second business day before 12:00.
 
@@ -131,8 +132,8 @@ def ack_deadline(taken: datetime, priority: Priority) -> datetime:
     ``taken`` outside hotline hours is first moved to the next opening.
     """
     start = taken_at(taken)
-    if priority == "urgent":
-        return add_hotline_minutes(start, URGENT_ACK_MINUTES)
+    if priority == "urgent":  # a call taken at 18:20 is acknowledged by 18:30, like a medium one
+        return min(add_hotline_minutes(start, URGENT_ACK_MINUTES), _closing(start.date()))
     if priority == "medium":
         return _closing(start.date())
     if priority == "low":
@@ -149,17 +150,6 @@ def restore_deadline(taken: datetime) -> datetime:
     start = taken_at(taken)
     days = 1 if start.time() < RESTORE_CUTOFF else 2
     return _at(add_business_days(start.date(), days), RESTORE_AT)
-
-
-def window_end(restore: datetime, extra_business_days: int = 1) -> datetime:
-    """Default end of the Backup+ window: the restore deadline moved on by N business days,
-    same local time of day."""
-    if extra_business_days < 0:
-        raise ValueError("extra_business_days must be >= 0")
-    local = _local(restore)
-    return datetime.combine(
-        add_business_days(local.date(), extra_business_days), local.time().replace(tzinfo=None), tzinfo=PARIS
-    )
 
 
 @dataclass(frozen=True)

@@ -16,24 +16,32 @@ class Settings(BaseModel):
     state_dir: Path = Path(".state")
     operator_tokens: frozenset[str] = frozenset()
     hotline_phone: str = "+33 4 42 90 16 00"
-    # Outage window: restore deadline plus this many business days (contract clause 4-1 plus slack).
-    window_extra_business_days: int = 1
     # Capacity per outage (contract clause 3-5).
     audio_ports: int = 8
     video_ports: int = 10
     max_video_height: int = 480
-    # Leases: admitted but not connected -> port back within admission_lease_s; media renews live ones.
-    admission_lease_s: float = 25.0  # + one sweep interval: the port is back within 30 s
+    # Leases: admitted but never offered -> the port is back after admission_lease_s (+ one sweep:
+    # within 15 s); offered but not connected -> after media_connect_s more; media renews live ones.
+    admission_lease_s: float = 13.0
+    media_connect_s: float = 15.0
     media_lease_s: float = 8.0
     sweep_interval_s: float = 2.0
+    # The ledger's audit (quotas/lua/repair.lua) runs on every active outage this often, in every broker.
+    audit_interval_s: float = 30.0
+    # One conference's link admits at most this fast (token bucket): a burst, then so many a second.
+    admission_rate_burst: int = Field(12, ge=1)
+    admission_rate_per_s: float = Field(1.0, gt=0)
+    # A declared call's reported_at: at most this far ahead of now, at most this far back.
+    reported_at_max_ahead_s: int = 300
+    reported_at_max_back_days: int = 7
+    # Participants are warned this long before a planned end of the outage.
+    planned_end_warning_s: int = 600
     max_body_bytes: int = 64 * 1024
     media: bool = True
     media_capacity_ports: int = 36
     retry_after_s: int = 30
     # SIGTERM: running calls may go on this long before the process stops.
     drain_timeout_s: float = 30.0
-    # Test-only: break the cap on purpose so that the load test's watcher can be shown to catch it.
-    unsafe_cap_overshoot: int = 0
     # Processes: event loop (auto = uvloop when installed) and log level.
     loop: str = "auto"
     log_level: str = "INFO"

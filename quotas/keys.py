@@ -159,6 +159,8 @@ ACTIVE_OUTAGES = f"{PREFIX}:outages:active"
 OUTAGE_END_COUNTS = f"{PREFIX}:outages:ended"
 # Hash ``<deadline>:<result>`` (ack|restore : met|missed) -> how many outages, counted once each.
 SLA_DEADLINES = f"{PREFIX}:sla:deadlines"
+# Hash ``total`` -> how many entries the ledger's audit has repaired, all brokers together.
+LEDGER_REPAIRS = f"{PREFIX}:ledger:repairs"
 # --- tickets (one hash tag: ticket_open.lua numbers and records a request in one step) ------------
 # Counter behind ticket numbers: INCR'd by the script that writes the ticket, so numbers have no gap.
 TICKET_SEQ = f"{PREFIX}:{{tickets}}:seq"

@@ -1,4 +1,7 @@
-"""Race test: 4 OS processes hammer one outage's ledger at once; the caps hold exactly."""
+"""Race test: 4 OS processes hammer one outage's ledger at once; the caps and reserves hold exactly, and
+with conferences of mixed importance every decision (replayed from the audit trail through the
+model of tests/test_ledger_statemachine.py) is the one the rules allow: never a preemption of an
+equal or more important conference, never a refusal while a port was free or preemptible."""
 
 from __future__ import annotations
 
@@ -15,15 +18,18 @@ import redis.asyncio as aioredis
 
 from infra.redisproc import RedisServer
 from quotas import keys
-from quotas.ledger import PortLedger
+from quotas.ledger import PortLedger, RateLimit
+
+from .test_ledger_statemachine import Conf, Model
 
 PROCS = 4
 PER_PROC = 100  # 400 concurrent admissions per round
 ROUNDS = 5
 TTL = 600_000
+FAST = RateLimit(burst=100_000, per_s=100_000)
 
-# (pid, conference, status, kind, in_use, capacity)
-Row = tuple[str, str, str, str | None, int, int]
+# (pid, conference, status, kind, in_use, capacity, preempted)
+Row = tuple[str, str, str, str | None, int, int, str | None]
 
 
 async def _flood(url: str, outage: str, confs: list[str], proc: int, rnd: int, start_at: float,
@@ -39,12 +45,13 @@ async def _flood(url: str, outage: str, confs: list[str], proc: int, rnd: int, s
             conf = confs[i % len(confs)]
             kind = "video" if rng.random() < 0.6 else "audio"
             pid = f"{outage}.p{proc:02x}{rnd:02x}{i:04x}"
-            r = await ledger.admit(outage, conf, pid, kind, rng.random() < 0.5, TTL, {"i": i})  # type: ignore[arg-type]
+            r = await ledger.admit(outage, conf, pid, kind, rng.random() < 0.5, TTL, {"i": i},  # type: ignore[arg-type]
+                                   rate=FAST)
             if churn and r.status == "granted" and i % 2 == 0:
-                assert await ledger.release(outage, pid)
+                assert await ledger.release(outage, pid) in (True, False)  # False: preempted meanwhile
                 assert not await ledger.release(outage, pid)
-                r = await ledger.admit(outage, conf, pid, kind, True, TTL, {"i": i})  # type: ignore[arg-type]
-            return pid, conf, r.status, r.kind, r.in_use, r.capacity
+                r = await ledger.admit(outage, conf, pid, kind, True, TTL, {"i": i}, rate=FAST)  # type: ignore[arg-type]
+            return pid, conf, r.status, r.kind, r.in_use, r.capacity, r.preempted
 
         return list(await asyncio.gather(*(one(i) for i in range(PER_PROC))))
     finally:
@@ -75,7 +82,7 @@ def _round(pool: Pool, url: str, outage: str, confs: list[str], rnd: int, churn:
     chunks = pool.map(_worker, [(url, outage, confs, i, rnd, start_at, churn) for i in range(PROCS)])
     rows = [row for chunk in chunks for row in chunk]
     assert len(rows) == PROCS * PER_PROC
-    for _pid, _conf, status, kind, in_use, capacity in rows:
+    for _pid, _conf, status, kind, in_use, capacity, _preempted in rows:
         assert status in ("granted", "full")
         assert kind in ("audio", "video")
         assert 0 <= in_use <= capacity
@@ -99,17 +106,17 @@ async def test_caps_hold_across_processes(pool: Pool, redis_server: RedisServer,
     conf = f"{outage}.c00000001"
     ledger = PortLedger(redis)
     assert await ledger.open_outage(outage, {"id": outage}, 8, 10)
-    assert await ledger.add_conference(outage, conf, {}, 0, 0) == "ok"
+    assert await ledger.add_conference(outage, conf, {}) == "ok"
     for rnd in range(ROUNDS):
         # free every port (concurrently), then 400 admissions from 4 processes at once
         lmeta = await redis.hgetall(keys.lease_meta(outage))
         released = await asyncio.gather(*(ledger.release(outage, p) for p in lmeta))
         assert all(released)
         rows = _round(pool, redis_server.url, outage, [conf], rnd)
-        granted = Counter(kind for _p, _c, status, kind, _u, _cap in rows if status == "granted")
+        granted = Counter(kind for _p, _c, status, kind, _u, _cap, _v in rows if status == "granted")
         assert granted == {"audio": 8, "video": 10}, (rnd, granted)
         lmeta = await _check_ledger(redis, outage, 8, 10)
-        assert set(lmeta) == {p for p, _c, s, _k, _u, _cap in rows if s == "granted"}
+        assert set(lmeta) == {p for p, _c, s, _k, _u, _cap, _v in rows if s == "granted"}
 
     # churn: half the winners release and re-admit while everyone else still floods
     lmeta = await redis.hgetall(keys.lease_meta(outage))
@@ -118,7 +125,7 @@ async def test_caps_hold_across_processes(pool: Pool, redis_server: RedisServer,
     use = await ledger.usage(outage)
     assert use["in_use"]["audio"] <= 8 and use["in_use"]["video"] <= 10
     lmeta = await _check_ledger(redis, outage, use["in_use"]["audio"], use["in_use"]["video"])
-    assert set(lmeta) == {p for p, _c, s, _k, _u, _cap in rows if s == "granted"}
+    assert set(lmeta) == {p for p, _c, s, _k, _u, _cap, _v in rows if s == "granted"}
 
 
 async def test_reserves_hold_across_processes(pool: Pool, redis_server: RedisServer,
@@ -127,11 +134,11 @@ async def test_reserves_hold_across_processes(pool: Pool, redis_server: RedisSer
     a, b, c = (f"{outage}.c0000000{i}" for i in (1, 2, 3))
     ledger = PortLedger(redis)
     assert await ledger.open_outage(outage, {"id": outage}, 8, 10)
-    assert await ledger.add_conference(outage, a, {}, 3, 4) == "ok"
-    assert await ledger.add_conference(outage, b, {}, 2, 3) == "ok"
-    assert await ledger.add_conference(outage, c, {}, 0, 0) == "ok"
+    assert await ledger.add_conference(outage, a, {}, reserve={"audio": 3, "video": 4}) == "ok"
+    assert await ledger.add_conference(outage, b, {}, reserve={"audio": 2, "video": 3}) == "ok"
+    assert await ledger.add_conference(outage, c, {}) == "ok"
     rows = _round(pool, redis_server.url, outage, [a, b, c], 0)
-    granted = Counter((conf, kind) for _p, conf, status, kind, _u, _cap in rows if status == "granted")
+    granted = Counter((conf, kind) for _p, conf, status, kind, _u, _cap, _v in rows if status == "granted")
     assert sum(n for (_c, k), n in granted.items() if k == "audio") == 8
     assert sum(n for (_c, k), n in granted.items() if k == "video") == 10
     assert granted[(a, "audio")] >= 3 and granted[(a, "video")] >= 4
@@ -140,3 +147,65 @@ async def test_reserves_hold_across_processes(pool: Pool, redis_server: RedisSer
     cuse = await redis.hgetall(keys.conference_use(outage))
     assert {f: int(v) for f, v in cuse.items()} == {f"{cf}:{k}": n for (cf, k), n in granted.items()}
     assert len(lmeta) == 18
+
+
+def _replay(events: list[dict[str, str]], confs: dict[str, Conf], cap: dict[str, int]) -> int:
+    """Replays the audit trail through the model; every decision must be the one the rules allow.
+    Returns how many preemptions it saw."""
+    model = Model(cap=cap, confs=confs)
+    preemptions = 0
+    for e in events:
+        kind, conf = e.get("kind", ""), e.get("conference", "")
+        if e["type"] in ("admitted", "downgraded"):
+            victim = e.get("preempted")
+            if victim is None:
+                assert model.under_ceiling(conf, kind) and model.free_port(conf, kind), e
+            else:
+                assert not model.free_port(conf, kind) or e["requested"] != kind, e
+                assert model.victim(conf, kind) == victim, (e, model.victim(conf, kind))
+                assert confs[model.leases[victim].conf].priority > confs[conf].priority
+                del model.leases[victim]
+                preemptions += 1
+            model.grant(e["participant"], conf, kind)
+        elif e["type"] == "refused" and e["code"] == "capacity_exhausted":
+            kinds = [kind] + (["audio"] if kind == "video" and e["downgrade"] == "1" else [])
+            for k in kinds:
+                assert not (model.under_ceiling(conf, k) and model.free_port(conf, k)), e
+                assert model.victim(conf, k) is None, e
+        elif e["type"] in ("left", "lease_expired"):
+            model.leases.pop(e["participant"], None)
+    return preemptions
+
+
+async def test_importance_decides_across_processes(pool: Pool, redis_server: RedisServer,
+                                                   redis: aioredis.Redis) -> None:
+    """Hundreds of concurrent joins into conferences of importance 1, 3 and 5 (with reserves)."""
+    outage = "o-00000000d00d"
+    ledger = PortLedger(redis)
+    assert await ledger.open_outage(outage, {"id": outage}, 8, 10)
+    confs = {
+        f"{outage}.c00000001": Conf(5, {"audio": 1, "video": 2}, {"audio": None, "video": None}),
+        f"{outage}.c00000002": Conf(3, {"audio": 0, "video": 0}, {"audio": None, "video": 6}),
+        f"{outage}.c00000003": Conf(1, {"audio": 0, "video": 0}, {"audio": None, "video": None}),
+        f"{outage}.c00000004": Conf(5, {"audio": 0, "video": 0}, {"audio": None, "video": None}),
+    }
+    for cid, info in confs.items():
+        assert await ledger.add_conference(outage, cid, {}, priority=info.priority, reserve=info.reserve,
+                                           ceiling=info.ceiling) == "ok"
+    total_preemptions = 0
+    for rnd in range(3):
+        rows = _round(pool, redis_server.url, outage, list(confs), rnd, churn=rnd == 2)
+        total_preemptions += sum(1 for row in rows if row[6] is not None)
+        use = await ledger.usage(outage)
+        await _check_ledger(redis, outage, use["in_use"]["audio"], use["in_use"]["video"])
+        assert use["in_use"] == {"audio": 8, "video": 10}  # over-subscribed: every port taken
+        held = await ledger.conference_use(outage)
+        top = held.get(f"{outage}.c00000003", {"audio": 0, "video": 0})
+        assert top["video"] >= 2, held  # the most important conference holds ports of each round's winners
+        for cid, info in confs.items():  # reserves held, ceilings kept
+            for k in ("audio", "video"):
+                n = held.get(cid, {}).get(k, 0)
+                assert n >= min(info.reserve[k], n) and (info.ceiling[k] is None or n <= info.ceiling[k])
+    events = await ledger.audit_events(outage, limit=100_000)
+    assert total_preemptions > 0
+    assert _replay(events, confs, {"audio": 8, "video": 10}) == total_preemptions

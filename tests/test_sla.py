@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+import holidays
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -63,7 +64,7 @@ def test_hotline_hours() -> None:
 
 def test_naive_rejected() -> None:
     naive = datetime(2026, 3, 2, 10)
-    for fn in (sla.is_hotline_open, sla.taken_at, sla.restore_deadline, sla.window_end):
+    for fn in (sla.is_hotline_open, sla.taken_at, sla.restore_deadline):
         with pytest.raises(ValueError):
             fn(naive)
     with pytest.raises(ValueError):
@@ -137,18 +138,17 @@ def test_dst_nights() -> None:
     assert s.restore_deadline == p(2027, 3, 30, 12)
     assert s.restore_deadline.utcoffset() == timedelta(hours=2)
     assert s.restore_deadline.astimezone(UTC) == datetime(2027, 3, 30, 10, tzinfo=UTC)
-    # The window end keeps the local time across DST.
-    assert sla.window_end(p(2026, 10, 23, 12)) == p(2026, 10, 26, 12)
-    assert sla.window_end(p(2026, 10, 23, 12), 0) == p(2026, 10, 23, 12)
-    assert sla.window_end(p(2026, 10, 23, 12), 3) == p(2026, 10, 28, 12)
 
 
-def test_urgent_near_closing() -> None:
+def test_urgent_near_closing_is_never_later_than_medium() -> None:
+    # A call taken at 18:20 is acknowledged by 18:30, as a medium one would be (not 08:35 next day).
     s = sla.compute(p(2026, 3, 2, 18, 20), "urgent")
-    assert s.ack_deadline == p(2026, 3, 3, 8, 35)
-    s = sla.compute(p(2026, 3, 6, 18, 20), "urgent")  # Friday
-    assert s.ack_deadline == p(2026, 3, 9, 8, 35)
+    assert s.ack_deadline == p(2026, 3, 2, 18, 30) == sla.compute(p(2026, 3, 2, 18, 20), "medium").ack_deadline
+    assert sla.compute(p(2026, 3, 6, 18, 20), "urgent").ack_deadline == p(2026, 3, 6, 18, 30)  # Friday
     assert sla.compute(p(2026, 3, 2, 18, 15), "urgent").ack_deadline == p(2026, 3, 2, 18, 30)
+    assert sla.compute(p(2026, 3, 2, 18, 14), "urgent").ack_deadline == p(2026, 3, 2, 18, 29)
+    # reported after closing: taken at the next opening, 15 minutes from there
+    assert sla.compute(p(2026, 3, 6, 18, 40), "urgent").ack_deadline == p(2026, 3, 9, 8, 45)
     assert sla.add_hotline_minutes(p(2026, 3, 2, 9), 600 + 30) == p(2026, 3, 3, 9, 30)
     assert sla.add_hotline_minutes(p(2026, 3, 7, 9), 0) == p(2026, 3, 9, 8, 30)
 
@@ -176,7 +176,7 @@ def test_other_offsets() -> None:
 
 # --- properties -----------------------------------------------------------------------------------
 instants = st.datetimes(
-    min_value=datetime(2025, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC)
+    min_value=datetime(2026, 1, 1), max_value=datetime(2028, 12, 31), timezones=st.just(UTC)
 )
 priorities = st.sampled_from(["urgent", "medium", "low"])
 PROPS = settings(max_examples=150, deadline=None)
@@ -213,7 +213,50 @@ def test_properties(reported: datetime, priority: sla.Priority) -> None:
     assert sla.add_business_days(taken_day, 1) <= r.date() <= sla.add_business_days(taken_day, 2)
     assert s.ack_deadline >= s.taken_at
     if priority == "urgent":
-        assert hotline_minutes_between(s.taken_at, s.ack_deadline) == pytest.approx(15)
+        closing = datetime.combine(s.taken_at.date(), time(18, 30), tzinfo=PARIS)
+        assert hotline_minutes_between(s.taken_at, s.ack_deadline) == pytest.approx(
+            min(15, (closing - s.taken_at).total_seconds() / 60))
+
+
+@PROPS
+@given(instants)
+def test_urgent_is_never_later_than_medium_nor_medium_than_low(reported: datetime) -> None:
+    urgent, medium, low = (sla.compute(reported, p).ack_deadline for p in ("urgent", "medium", "low"))  # type: ignore[arg-type]
+    assert urgent <= medium <= low
+
+
+def _calendar_days() -> list[date]:
+    """Every French public holiday of 2026-2028, the days around them and every DST change day."""
+    days: set[date] = set()
+    for year in (2026, 2027, 2028):
+        for h in holidays.France(years=year):
+            days.update(h + timedelta(days=d) for d in (-1, 0, 1))
+        for month in (3, 10):  # the last Sundays of March and October
+            last = date(year, month, 31)
+            while last.weekday() != 6:
+                last -= timedelta(days=1)
+            days.update(last + timedelta(days=d) for d in (-2, -1, 0, 1))
+    return sorted(days)
+
+
+@pytest.mark.parametrize("day", _calendar_days(), ids=str)
+def test_every_holiday_and_dst_day_of_2026_to_2028(day: date) -> None:
+    """Clauses 3-3 and 4-1 on the days where calendars go wrong, at the hours where rules change."""
+    for hm in (time(0, 0), time(8, 29), time(8, 30), time(11, 59), time(12, 0), time(18, 14), time(18, 20),
+               time(18, 30), time(23, 59)):
+        reported = datetime.combine(day, hm, tzinfo=PARIS)
+        times = {p: sla.compute(reported, p) for p in ("urgent", "medium", "low")}  # type: ignore[arg-type]
+        s = times["urgent"]
+        assert sla.is_hotline_open(s.taken_at) and sla.is_business_day(s.taken_at.date())
+        assert s.taken_at.date() not in holidays.France(years=s.taken_at.year)
+        assert times["urgent"].ack_deadline <= times["medium"].ack_deadline <= times["low"].ack_deadline
+        assert times["medium"].ack_deadline == datetime.combine(s.taken_at.date(), time(18, 30), tzinfo=PARIS)
+        low_day = sla.add_business_days(s.taken_at.date(), 2)
+        assert times["low"].ack_deadline == datetime.combine(low_day, time(18, 30), tzinfo=PARIS)
+        r = s.restore_deadline
+        days = 1 if s.taken_at.time() < time(12, 0) else 2
+        assert r == datetime.combine(sla.add_business_days(s.taken_at.date(), days), time(12, 0), tzinfo=PARIS)
+        assert sla.is_business_day(r.date()) and r.utcoffset() in (timedelta(hours=1), timedelta(hours=2))
 
 
 @PROPS

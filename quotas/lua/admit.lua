@@ -145,6 +145,6 @@ if not under_ceiling(conf, kind, cuse) then
   reason = 'conference_max'
   cap_k, use_k = tonumber(redis.call('HGET', K_CMAX, conf .. ':' .. kind)), held_by(conf, kind)
 end
-audit('refused', now, { 'conference', conf, 'kind', kind, 'code', 'capacity_exhausted', 'reason', reason,
-  'name', name })
+audit('refused', now, { 'conference', conf, 'kind', kind, 'downgrade', downgrade and '1' or '0',
+  'code', 'capacity_exhausted', 'reason', reason, 'name', name })
 return answer('full', kind, 0, cap_k, use_k, false, nil, nil, 0, pid, reason)
