@@ -15,7 +15,6 @@ from http import HTTPStatus
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from aiohttp import web
-from aiohttp.abc import AbstractRouter
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
@@ -95,6 +94,9 @@ def doc(
     """Documents a handler: what it does, who may call it, what it takes and what it answers.
     ``errors`` are the route's own problem codes; the ones every authenticated route or JSON body
     can meet are added by the document."""
+    for status, reply in responses.items():
+        if not _describable(reply):
+            raise TypeError(f"@doc({summary!r}): the {status} reply must be a model, list[model], Content or None")
     spec = RouteDoc(summary, auth, dict(responses), body, tuple(errors), tuple(params))
 
     def mark(handler: H) -> H:
@@ -124,9 +126,8 @@ def is_undocumented(path: str) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in UNDOCUMENTED)
 
 
-def documented_routes(router: AbstractRouter) -> list[DocumentedRoute]:
+def documented_routes(router: web.UrlDispatcher) -> list[DocumentedRoute]:
     """Every route of the router but HEAD and ``UNDOCUMENTED``, with its documentation."""
-    assert isinstance(router, web.UrlDispatcher)
     found, missing = [], []
     for route in router.routes():
         if route.method == "HEAD" or route.resource is None or is_undocumented(route.resource.canonical):
@@ -141,14 +142,22 @@ def documented_routes(router: AbstractRouter) -> list[DocumentedRoute]:
     return found
 
 
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
 def _is_list(reply: Any) -> bool:
     return get_origin(reply) is list
+
+
+def _describable(reply: Any) -> bool:
+    return reply is None or isinstance(reply, Content) or _is_model(reply) or (_is_list(reply) and _is_model(get_args(reply)[0]))
 
 
 def _models(routes: list[DocumentedRoute]) -> list[tuple[type[BaseModel], Literal["validation", "serialization"]]]:
     bodies = {r.doc.body for r in routes if r.doc.body is not None}
     replies = [get_args(m)[0] if _is_list(m) else m for r in routes for m in r.doc.responses.values()]
-    used = {m for m in [*bodies, *replies] if isinstance(m, type) and issubclass(m, BaseModel)}
+    used = {m for m in [*bodies, *replies] if _is_model(m)}
     used.add(models.ProblemDetails)
     return [(m, "validation" if m in bodies else "serialization") for m in sorted(used, key=lambda m: m.__name__)]
 
@@ -203,7 +212,7 @@ def _operation(route: DocumentedRoute) -> dict[str, Any]:
     return op
 
 
-def openapi_document(router: AbstractRouter, base_url: str) -> dict[str, Any]:
+def openapi_document(router: web.UrlDispatcher, base_url: str) -> dict[str, Any]:
     routes = documented_routes(router)
     ids = [r.handler.__name__.lstrip("_") for r in routes]
     if len(ids) != len(set(ids)):  # the operationId

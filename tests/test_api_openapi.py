@@ -123,3 +123,8 @@ async def test_an_undocumented_route_stops_the_app(redis_url: str) -> None:
     with pytest.raises(UndocumentedRoute):
         await runner.setup()  # on_startup builds the document
     await runner.cleanup()
+
+
+def test_a_reply_the_document_cannot_describe_is_refused_at_import() -> None:
+    with pytest.raises(TypeError, match="the 200 reply"):
+        doc("A reply as a bare dict", auth="none", responses={200: dict})

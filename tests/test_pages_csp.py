@@ -70,7 +70,7 @@ def test_the_join_page_connects_without_a_csp_exception(conference: dict[str, An
         _state(w.page, "connected")  # wait_for_function, without 'unsafe-eval'
         w.page.wait_for_selector("body[data-first-frame]", state="attached", timeout=15000)
         w.page.click("#lang-switch")
-        w.page.wait_for_selector("#join:has-text('Rejoindre')")
+        w.page.wait_for_selector("#join:has-text('Rejoindre')", state="attached")
         w.page.click("#leave")
         _state(w.page, "idle")
         w.assert_clean()
