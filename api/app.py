@@ -15,9 +15,10 @@ from infra.redisconn import connect
 from infra.settings import Settings
 from quotas.secret import shared_secret
 
-from . import ops, v1
+from . import headers, ops, v1
 from .appkeys import BROKER, REDIS, SECRET, SETTINGS, TELEMETRY
 from .middleware import problem_middleware
+from .openapi import publish_openapi
 
 log = logging.getLogger("backupplus.app")
 
@@ -56,7 +57,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     lease sweeper and the outages' lifecycle, and the ledger's audit."""
     broker, settings = app[BROKER], app[SETTINGS]
     # Stopped by an event, not by cancelling it: a cancel that lands inside a redis-py call can be
-    # swallowed there, and the task then slept on forever (`serve` ignoring SIGTERM).
+    # swallowed there, and the task would then sleep on forever.
     stopping = asyncio.Event()
     tasks = {
         asyncio.create_task(_periodic("background tick", settings.sweep_interval_s, broker.tick, stopping),
@@ -77,9 +78,11 @@ def create_app(
     settings: Settings, *, media_plane: Callable[[web.Application], None] | None = None, pages: bool = True
 ) -> web.Application:
     """The broker's app. ``media_plane`` (given by the composition root) attaches the media plane:
-    it sets ``MEDIA_GATEWAY`` and adds its own cleanup contexts; without it offers answer 503."""
+    it sets ``MEDIA_GATEWAY`` and adds its own cleanup contexts; without it offers answer 503.
+    Every route must carry ``@doc`` (api/openapi.py): the app will not start otherwise."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    headers.install(app)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_background_ctx)
     app.add_routes(v1.routes)
@@ -90,4 +93,5 @@ def create_app(
         setup_pages(app)
     if media_plane is not None:
         media_plane(app)
+    app.on_startup.append(publish_openapi)
     return app
