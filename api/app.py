@@ -85,7 +85,8 @@ def create_app(
     headers.install(app)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_background_ctx)
-    app.add_routes(v1.routes)
+    for table in v1.ROUTES:
+        app.add_routes(table)
     app.add_routes(ops.routes)
     if pages:
         from .pages import setup_pages

@@ -5,11 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, StringConstraints
 
 Priority = Literal["urgent", "medium", "low"]
 Kind = Literal["audio", "video"]
-OutageState = Literal["active", "restored", "expired"]
+OutageState = Literal["active", "restored"]
+ParticipantState = Literal["admitted", "connected", "left", "preempted", "ended"]
+# Required text of the hotline's intake (clause 3-3): not blank once stripped.
+Required200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Required4000 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+Optional200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None
 
 
 def _plausible(value: datetime) -> datetime:
@@ -27,32 +32,69 @@ class _In(BaseModel):
 
 
 class TicketIn(_In):
-    priority: Priority = "urgent"
-    site: str = Field("", max_length=200)
-    contact: str = Field("", max_length=200)
-    description: str = Field("", max_length=4000)
+    """What clause 3-3 asks of every request: company, serial and model, contract, site and on-site
+    contact, a detailed description. Company and model default to the contract's and the equipment's."""
+
+    priority: Priority = Field("urgent", description="A total outage is urgent (clause 3-3)")
+    company: Optional200 = None
+    model: Optional200 = None
+    site: Required200
+    contact: Required200
+    description: Required4000
 
 
 class OutageDeclare(_In):
     contract: str = Field(min_length=1, max_length=64)
     serial: str = Field(min_length=1, max_length=64)
     ticket: TicketIn
-    reported_at: Instant | None = Field(None, description="When the hotline got the call (default now)")
+    reported_at: Instant | None = Field(
+        None, description="When the hotline got the call (default now; at most 5 minutes ahead, 7 days back)"
+    )
 
 
 class OutageExtend(_In):
-    window_ends_at: Instant
+    window_ends_at: Instant | None = Field(description="A planned end of Backup+, or null to clear it")
+
+
+class Acknowledge(_In):
+    by: Required200 = Field(description="Who at the hotline takes charge")
+
+
+class Restore(_In):
+    by: Optional200 = None
 
 
 class Reserve(_In):
-    audio: int = Field(0, ge=0, le=1000)
-    video: int = Field(0, ge=0, le=1000)
+    audio: StrictInt = Field(0, ge=0, le=1000)
+    video: StrictInt = Field(0, ge=0, le=1000)
+
+
+class ReservePatch(_In):
+    audio: StrictInt | None = Field(None, ge=0, le=1000)
+    video: StrictInt | None = Field(None, ge=0, le=1000)
+
+
+class Ceiling(_In):
+    """The most ports of each kind a conference may hold; null (or absent) for no ceiling."""
+
+    audio: StrictInt | None = Field(None, ge=0, le=1000)
+    video: StrictInt | None = Field(None, ge=0, le=1000)
 
 
 class ConferenceCreate(_In):
-    title: str = Field(min_length=1, max_length=200)
-    priority: int = Field(1, ge=1, le=100, description="1 = most important")
+    title: Required200
+    priority: StrictInt = Field(5, ge=1, le=100, description="1 = most important (clause 3-5)")
     reserve: Reserve = Field(default_factory=Reserve)
+    max: Ceiling = Field(default_factory=Ceiling)
+
+
+class ConferencePatch(_In):
+    """Only what is given changes; in ``max``, a kind given as null removes its ceiling."""
+
+    title: Required200 | None = None
+    priority: StrictInt | None = Field(None, ge=1, le=100)
+    reserve: ReservePatch | None = None
+    max: Ceiling | None = None
 
 
 class ParticipantCreate(_In):
@@ -74,9 +116,25 @@ class _Out(BaseModel):
 class Ticket(_Out):
     number: str
     priority: Priority
+    company: str | None = None
+    model: str | None = None
     site: str = ""
     contact: str = ""
     description: str = ""
+    mismatch: dict[str, Any] | None = Field(None, description="Given values that differ from the contract's")
+
+
+class TicketRecord(_Out):
+    """A request to the hotline and its outcome (clause 3-3: every request gets a number)."""
+
+    number: str
+    received_at: datetime
+    contract: str | None = None
+    serial: str | None = None
+    outcome: Literal["outage", "refused", "pending"]
+    outage_id: str | None = None
+    code: str | None = None
+    reason: str | None = None
 
 
 class Capacity(_Out):
@@ -99,13 +157,17 @@ class Outage(_Out):
     reported_at: datetime
     taken_at: datetime
     ack_deadline: datetime
+    acknowledged_at: datetime | None = None
+    ack_met: bool | None = None
     restore_deadline: datetime
-    window_ends_at: datetime
+    restore_overdue: bool
+    window_ends_at: datetime | None = None
     capacity: Capacity
     in_use: Usage
     conferences: list[str]
     declared_at: datetime
     ended_at: datetime | None = None
+    end_reason: str | None = None
 
 
 class SlaAnswer(_Out):
@@ -117,11 +179,16 @@ class SlaAnswer(_Out):
 
 
 class ParticipantSummary(_Out):
-    id: str
+    id: str | None = Field(None, description="Absent for a join token")
     display_name: str
     kind: Kind
     requested_kind: Kind
-    state: str
+    state: ParticipantState
+
+
+class CeilingOut(_Out):
+    audio: int | None
+    video: int | None
 
 
 class Conference(_Out):
@@ -130,6 +197,8 @@ class Conference(_Out):
     title: str
     priority: int
     reserve: Usage
+    max: CeilingOut
+    in_use: Usage | None = None
     join_token: str | None = None
     join_url: str | None = None
     outage_state: OutageState | None = None
@@ -145,8 +214,20 @@ class Participant(_Out):
     kind: Kind
     requested_kind: Kind
     downgraded: bool
-    state: str
-    lease_expires_at: datetime
+    state: ParticipantState
+    lease_expires_at: datetime | None = None
+
+
+class IceServer(_Out):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Admitted(Participant):
+    participant_token: str = Field(description="Acts for this participant alone (offer, read, leave)")
+    ice_servers: list[IceServer]
+    preempted: bool = Field(False, description="This admission took the port of a less important conference")
 
 
 class SessionAnswer(_Out):

@@ -26,10 +26,12 @@ from .problems import PROBLEM_JSON, ProblemType
 # media node's HMAC-signed internal calls (added by the composition root). A path prefix each.
 UNDOCUMENTED = ("/static", "/internal")
 
-Auth = Literal["operator", "operator or join token", "none"]
+Auth = Literal["operator", "operator or join token", "operator or participant token", "none"]
 _AUTH_TEXT = {
     "operator": "Auth: operator bearer token.",
     "operator or join token": "Auth: operator or join token (bearer).",
+    "operator or participant token": "Auth: operator or the participant's own token (bearer); its conference's "
+    "join token answers 403.",
     "none": "No authentication.",
 }
 # Every authenticated route can answer these; a JSON body and query parameters add their own.

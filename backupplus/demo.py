@@ -8,6 +8,7 @@ from api.auth import sign_join_token
 from broker import sla
 from broker.contracts import demo_contract
 from broker.errors import OutageAlreadyActive
+from broker.outages import Declaration
 from broker.service import Broker
 from infra.redisconn import connect
 from infra.settings import Settings
@@ -19,7 +20,6 @@ DEMO_TICKET = {
     "contact": "M. Durand, +33 4 00 00 00 00",
     "description": "Pont de visioconférence hors service (démo)",
 }
-DEMO_CONFERENCE = {"title": "Comité de direction", "priority": 1, "reserve": {"audio": 2, "video": 4}}
 
 
 async def load_demo(settings: Settings) -> dict[str, str]:
@@ -28,19 +28,24 @@ async def load_demo(settings: Settings) -> dict[str, str]:
     client = connect(settings.redis_url, decode_responses=True)
     try:
         broker = Broker(client, settings)
+        await broker.start()
         contract = demo_contract(datetime.now(sla.PARIS).date())
         await broker.contracts.put(contract)
         serial = next(e.serial for e in contract.equipment if e.kind == "video_bridge")
+        request = {"contract": contract.number, "serial": serial, "ticket": dict(DEMO_TICKET)}
         try:
-            outage, _ = await broker.declare_outage(
-                {"contract": contract.number, "serial": serial, "ticket": dict(DEMO_TICKET), "reported_at": None}
+            outage, _ = await broker.outages.intake(
+                request, lambda raw: Declaration(raw["contract"], raw["serial"], raw["ticket"], None), by="demo"
             )
         except OutageAlreadyActive as exc:
-            outage = await broker.get_outage(exc.extra["outage_id"])
+            outage = await broker.outages.get(exc.extra["outage_id"])
         if outage["conferences"]:
             conference_id = outage["conferences"][0]
         else:
-            conference_id = (await broker.create_conference(outage["id"], dict(DEMO_CONFERENCE)))["id"]
+            created = await broker.conferences.create(
+                outage["id"], "Comité de direction", priority=1, reserve={"audio": 2, "video": 4}
+            )
+            conference_id = created["id"]
         token = sign_join_token(await shared_secret(client), conference_id)
         return {"contract": contract.number, "outage": outage["id"], "join_url": f"{settings.base_url}/join/{token}"}
     finally:

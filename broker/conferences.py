@@ -99,7 +99,7 @@ class ConferenceDesk:
         found = await self.outages.fields(outage_id) if outage_id else None
         if found is None:
             raise errors.ConferenceNotFound(f"No conference {conference_id!r}")
-        outage_doc, fields = found
+        _, fields = found
         state = "restored" if fields.get("state") == "expired" else fields.get("state", "active")
         try:
             doc = await self.doc(conference_id)
@@ -167,6 +167,6 @@ class ConferenceDesk:
         await self.redis.publish(keys.EVENTS, json.dumps(event))
         return released
 
-    async def list(self, outage_id: str) -> list[dict[str, Any]]:
+    async def of_outage(self, outage_id: str) -> list[dict[str, Any]]:
         await self.outages.require(outage_id)
         return [await self.get(cid) for cid in await self.outages.conference_ids(outage_id)]

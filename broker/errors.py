@@ -98,3 +98,11 @@ class MediaNodeFailed(BrokerError):
     """The chosen media node failed or refused the offer; ``media_code`` says why."""
 
     code = "media_node_error"
+
+
+def by_code(code: str) -> type[BrokerError]:
+    """The error class reported under ``code`` (to raise a stored refusal again)."""
+    for cls in BrokerError.__subclasses__():
+        if cls.code == code:
+            return cls
+    return BrokerError

@@ -8,8 +8,11 @@ is recorded once (acknowledge); each deadline is counted met or missed once.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,6 +80,60 @@ class OutageDesk:
         self.clock = clock
 
     # --- declaring ---------------------------------------------------------------------------------
+    async def intake(
+        self, raw: Any, validate: Callable[[Any], Declaration], by: str = "", idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """A declare as the hotline sends it: numbered first (a ticket for every request, the refused
+        ones too), then validated and declared. Returns (outage, created); an ``Idempotency-Key`` makes a
+        retried request answer what the first one did, refusal included."""
+        if not idempotency_key:
+            return await self._intake(raw, validate, by), True
+        fingerprint = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+        idem = keys.idempotency(idempotency_key)
+        if not await self.redis.set(idem, f"pending|{fingerprint}", nx=True, ex=86400):
+            return await self._replay(idem, fingerprint), False
+        try:
+            outage = await self._intake(raw, validate, by)
+        except errors.BrokerError as exc:
+            number = exc.extra.get("ticket_number")
+            await self.redis.set(idem, f"ticket:{number}|{fingerprint}", ex=86400)
+            raise
+        except BaseException:
+            await self.redis.delete(idem)
+            raise
+        await self.redis.set(idem, f"ticket:{outage['ticket']['number']}|{fingerprint}", ex=86400)
+        return outage, True
+
+    async def _intake(self, raw: Any, validate: Callable[[Any], Declaration], by: str) -> dict[str, Any]:
+        number = await self.tickets.open(raw, by)
+        try:
+            request = validate(raw)
+        except errors.ValidationFailed as exc:
+            exc.extra["ticket_number"] = number
+            await self.tickets.close(number, {"outcome": "refused", "code": exc.code, "detail": exc.detail})
+            raise
+        return await self.declare(request, number)
+
+    async def _replay(self, idem: str, fingerprint: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 10
+        while True:
+            value = as_str(await self.redis.get(idem))
+            if value is None:
+                raise errors.IdempotencyKeyReused("The first request with this key failed; retry with a new key")
+            first, _, first_fingerprint = value.partition("|")
+            if first_fingerprint != fingerprint:
+                raise errors.IdempotencyKeyReused()
+            if first.startswith("ticket:"):
+                ticket = await self.tickets.get(first.removeprefix("ticket:"))
+                if ticket is not None and ticket.get("outcome") == "outage":
+                    return await self.get(ticket["outage_id"])
+                if ticket is not None and ticket.get("outcome") == "refused":
+                    extra = {k: ticket[k] for k in ("reason", "outage_id") if ticket.get(k)}
+                    raise errors.by_code(ticket["code"])(ticket.get("detail"), ticket_number=ticket["number"], **extra)
+            if time.monotonic() > deadline:
+                raise errors.IdempotencyKeyReused("The first request with this key is still running")
+            await asyncio.sleep(0.05)
+
     def check_reported_at(self, reported_at: datetime | None) -> None:
         """422 invalid_reported_at: more than 5 minutes ahead or 7 days back (API.md)."""
         if reported_at is None:
@@ -247,7 +304,7 @@ class OutageDesk:
         docs.sort(key=lambda d: (settings.get(d["id"], {}).get("priority", 5), d.get("created_at", ""), d["id"]))
         return [d["id"] for d in docs]
 
-    async def list(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    async def all(self, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
         if state == "active":
             outage_ids = sorted(as_str(o) for o in await self.redis.smembers(keys.ACTIVE_OUTAGES))  # type: ignore[misc]
         else:
@@ -267,7 +324,7 @@ class OutageDesk:
         """Records taking charge once; a second call returns the first."""
         doc, _ = await self.require(outage_id)
         deadline = datetime.fromisoformat(doc["ack_deadline"])
-        status, _at, counted = await self.ledger.acknowledge(outage_id, by, ms(deadline))
+        _, _, counted = await self.ledger.acknowledge(outage_id, by, ms(deadline))
         if counted:
             await self.redis.hincrby(keys.SLA_DEADLINES, f"ack:{counted}", 1)  # type: ignore[misc]
         return await self.get(outage_id)
@@ -285,7 +342,7 @@ class OutageDesk:
 
     async def restore(self, outage_id: str, by: str = "", reason: str = "restored") -> dict[str, Any]:
         """The client's server is back (or the planned end came): every participant ended, ports freed."""
-        doc, fields = await self.require(outage_id)
+        doc, _ = await self.require(outage_id)
         deadline = datetime.fromisoformat(doc["restore_deadline"])
         closed = await self.ledger.close_outage(outage_id, reason, ms(deadline), by=by)  # type: ignore[arg-type]
         if closed is None:

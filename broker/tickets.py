@@ -36,7 +36,8 @@ def _text(value: Any) -> str | None:
 def request_record(raw: Any) -> dict[str, Any]:
     """The part of a declare body a ticket keeps, as text, whatever shape the body had."""
     body = raw if isinstance(raw, dict) else {}
-    ticket = body.get("ticket") if isinstance(body.get("ticket"), dict) else {}
+    given = body.get("ticket")
+    ticket: dict[str, Any] = given if isinstance(given, dict) else {}
     record: dict[str, Any] = {k: _text(body.get(k)) for k in _REQUEST_FIELDS}
     record.update({k: _text(ticket.get(k)) for k in _TICKET_FIELDS})
     return record
@@ -85,7 +86,7 @@ class TicketBook:
         found = json.loads(as_str(outcome)) if outcome is not None else {"outcome": "pending"}
         return {"number": number, **json.loads(as_str(request)), **found}
 
-    async def list(self, contract: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def recent(self, contract: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Tickets, newest first (of one contract when given)."""
         index = keys.contract_tickets(contract) if contract else keys.TICKETS
         numbers = [as_str(n) for n in await self.redis.zrevrange(index, 0, limit - 1)]

@@ -193,8 +193,8 @@ class PortLedger:
     async def audit_events(self, outage_id: str, after: str = "-", limit: int = 100) -> list[dict[str, str]]:
         """The outage's audit trail, oldest first, after the event id ``after`` (exclusive)."""
         start = "-" if after in ("", "-") else f"({after}"
-        entries = await self.redis.xrange(keys.audit(outage_id), min=start, max="+", count=limit)
-        return [{"id": as_str(i), **{as_str(k): as_str(v) for k, v in fields.items()}} for i, fields in entries]
+        entries = await self.redis.xrange(keys.audit(outage_id), min=start, max="+", count=limit) or []
+        return [{"id": as_str(i), **{as_str(k): as_str(v) for k, v in (fields or {}).items()}} for i, fields in entries]
 
     # --- conferences ----------------------------------------------------------------------------
     async def add_conference(
@@ -241,7 +241,9 @@ class PortLedger:
             return ConferenceChange("max_below_reserve", kind=as_str(res[1]))
         if status != "ok":
             return ConferenceChange(cast(ConferenceStatus, status))
-        ceilings = {k: None if as_str(v) == "none" else int(as_str(v)) for k, v in zip(KINDS, res[4:6], strict=True)}
+        ceilings: dict[str, int | None] = {
+            k: None if as_str(v) == "none" else int(as_str(v)) for k, v in zip(KINDS, res[4:6], strict=True)
+        }
         return ConferenceChange(
             "ok", int(as_str(res[1])), {"audio": int(res[2]), "video": int(res[3])}, ceilings,
         )

@@ -20,7 +20,7 @@ from api.openapi import UNDOCUMENTED, UndocumentedRoute, doc, doc_of, is_undocum
 from backupplus.media_plane import media_plane
 from infra.settings import Settings
 
-ROUTE_MODULES: tuple[ModuleType, ...] = (api.v1, api.ops, api.pages)
+ROUTE_MODULES: tuple[ModuleType, ...] = (*api.v1.MODULES, api.ops, api.pages)
 METHODS = ("get", "put", "post", "delete", "patch")
 
 

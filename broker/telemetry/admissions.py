@@ -13,7 +13,7 @@ class AdmissionMetrics:
         self.total = Counter(
             "backupplus_admissions",
             "Admission attempts by requested kind and result "
-            "(granted, downgraded, refused_capacity, refused_ended, error)",
+            "(granted, downgraded, preempted, refused_capacity, refused_ended, rate_limited, error)",
             ["kind", "result"],
             registry=registry,
         )

@@ -10,7 +10,7 @@ from prometheus_client.registry import Collector
 
 from quotas import keys
 
-STATES = ("active", "restored", "expired")
+STATES = ("active", "restored")
 
 
 class OutagesCollector(Collector):
@@ -21,7 +21,8 @@ class OutagesCollector(Collector):
     async def refresh(self) -> None:
         active = await self.redis.scard(keys.ACTIVE_OUTAGES)
         ended = await self.redis.hgetall(keys.OUTAGE_END_COUNTS)
-        self._counts = {"active": int(active), **{s: int(ended.get(s, 0)) for s in ("restored", "expired")}}
+        # the earlier version's "expired" outages ended too: they count as restored
+        self._counts = {"active": int(active), "restored": int(ended.get("restored", 0)) + int(ended.get("expired", 0))}
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily("backupplus_outages", "Outages by state", labels=["state"])
