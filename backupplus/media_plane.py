@@ -76,6 +76,6 @@ def attach_media(app: web.Application, *, in_process_node: bool) -> None:
             await plane.router.close()
             if node is not None:
                 plane.node = None
-                await node.stop(release_state="failed")
+                await node.stop(release_state="left/node_stopped")
 
     app.cleanup_ctx.append(media_ctx)

@@ -113,7 +113,7 @@ class MediaNode:
         self.direct_rtp = direct_rtp  # media.outbound: the room sends, not one aiortc task per sender
         self.stats = LatencyStats() if collect_stats else None
         self.ledger = ledger
-        self.connect_timeout_s = connect_timeout_s or settings.admission_lease_s
+        self.connect_timeout_s = connect_timeout_s or settings.media_connect_s
         self.redis: Any = None
         self.secret: bytes | None = None
         self.sessions: dict[str, Session] = {}
@@ -205,7 +205,7 @@ class MediaNode:
             await asyncio.sleep(0.2)
         return not self.sessions
 
-    async def stop(self, *, release_state: str | None = "failed", unregister: bool = True) -> None:
+    async def stop(self, *, release_state: str | None = "left/node_stopped", unregister: bool = True) -> None:
         """Close every peer connection (releasing its port), stop the loops, leave the registry."""
         self.stopping = True
         self.draining = True
@@ -322,7 +322,9 @@ class MediaNode:
                     self._spawn(
                         self.close_participant(
                             pid,
-                            release="failed" if state == "failed" else "left",
+                            # the lease is not released: the same participant may come back with a new
+                            # offer (a reload, an ICE restart); unrenewed, it runs out within seconds
+                            release=None,
                             reason=f"pc_{state}",
                             session=session,
                         ),
@@ -340,6 +342,7 @@ class MediaNode:
             raise MediaNodeError("bad_offer", f"{type(exc).__name__}: {exc}", status=400) from None
         if session.closing:
             raise MediaNodeError("closed", "the participant was closed while negotiating", status=409)
+        await self._hold_while_connecting(session)
         session.tasks.append(
             asyncio.create_task(self._connect_deadline(session), name=f"connect-deadline-{pid}")
         )
@@ -396,11 +399,21 @@ class MediaNode:
             sender._next_encoded_frame = next_encoded  # type: ignore[method-assign]
             session.hooked.append((sender, "_next_encoded_frame"))
 
+    async def _hold_while_connecting(self, session: Session) -> None:
+        """An offered participant keeps its port while it connects (until the connect deadline)."""
+        if self.ledger is None:
+            return
+        ttl_ms = int(self.connect_timeout_s * 1000)
+        result = await self.ledger.renew(session.outage, session.pid, ttl_ms)
+        if result.status == "gone":
+            await self.close_participant(session.pid, release=None, reason=f"lease_{result.reason}", session=session)
+            raise MediaNodeError("participant_gone", "the participant's port was released", status=410)
+
     async def _connect_deadline(self, session: Session) -> None:
         await asyncio.sleep(self.connect_timeout_s)
         if not session.connected and not session.closing:
             await self.close_participant(
-                session.pid, release="failed", reason="connect_timeout", session=session
+                session.pid, release="left/connect_timeout", reason="connect_timeout", session=session
             )
 
     # --- closing -----------------------------------------------------------------------------------
@@ -468,12 +481,18 @@ class MediaNode:
             return
         ttl_ms = int(self.settings.media_lease_s * 1000)
         try:
-            result = await self.ledger.renew(session.outage, session.pid, ttl_ms, state="connected")
+            # readmit: a lease the ledger lost (no decision ended it) is admitted again if a port is free
+            result = await self.ledger.renew(
+                session.outage, session.pid, ttl_ms, state="connected", conference=session.conference,
+                kind=session.kind, readmit=True,
+            )
         except Exception as exc:  # noqa: BLE001
             log.warning("renew of %s failed: %s", session.pid, exc)
             return
-        if result is None and not session.closing:
-            await self.close_participant(session.pid, release=None, reason="lease_gone", session=session)
+        if result.status == "readmitted":
+            log.warning("media node %s: %s was unknown to the ledger and is admitted again", self.node_id, session.pid)
+        if result.status == "gone" and not session.closing:
+            await self.close_participant(session.pid, release=None, reason=f"lease_{result.reason}", session=session)
 
     async def _renew_loop(self) -> None:
         while not self._shutdown:
@@ -511,9 +530,9 @@ class MediaNode:
             return
         kind = event.get("type")
         pids = [str(p) for p in event.get("participants") or [] if isinstance(p, str)]
-        if kind == "participant_left" and event.get("participant"):
+        if kind in ("participant_left", "participant_preempted") and event.get("participant"):
             pids.append(str(event["participant"]))
-            self._spawn(self.close_where(pids=pids, reason="participant_left"), name="event-left")
+            self._spawn(self.close_where(pids=pids, reason=str(kind)), name="event-left")
         elif kind == "conference_closed":
             self._spawn(
                 self.close_where(conference=event.get("conference"), pids=pids, reason="conference_closed"),

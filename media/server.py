@@ -105,7 +105,7 @@ async def serve(args: argparse.Namespace) -> int:
         for w in waiters:
             w.cancel()
     finally:
-        await node.stop(release_state="failed")
+        await node.stop(release_state="left/node_stopped")
         await runner.cleanup()
         await redis.aclose()
     print(f"media node {node.node_id} stopped", flush=True)

@@ -481,3 +481,24 @@ async def test_invalid_arguments(ledger: PortLedger) -> None:
         await ledger.renew(O, pid(1), TTL, state='bad"state')
     with pytest.raises(ValueError):
         await ledger.open_outage("o-aaaaaaaaaaaa", {}, -1, 1)
+
+
+async def test_memory_stays_bounded_over_thousands_of_cycles(ledger: PortLedger, redis: aioredis.Redis) -> None:
+    """5,000 join/leave cycles: the outage's keys stop growing once the history is full."""
+
+    async def outage_bytes() -> int:
+        total = 0
+        for key in await redis.keys(f"bp:{{{O}}}:*"):
+            if key != keys.audit(O):  # the audit trail is bounded by its own MAXLEN (checked below)
+                total += await redis.memory_usage(key) or 0
+        return total
+
+    sizes = {}
+    for i in range(5000):
+        assert (await admit(ledger, C1, i, "audio")).status == "granted"
+        assert await ledger.release(O, pid(i))
+        if i + 1 in (1000, 5000):
+            sizes[i + 1] = await outage_bytes()
+    assert sizes[5000] <= sizes[1000] * 1.05, sizes
+    assert await redis.hlen(keys.participants(O)) == 200
+    assert await redis.xlen(keys.audit(O)) <= 20_000 + 200  # ~ MAXLEN trims in whole nodes

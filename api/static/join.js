@@ -1,8 +1,10 @@
 // The participant's join page.
 //
-// States (document.body.dataset.state): idle | joining | connected | refused | ended.
-// Flow: POST /v1/conferences/{id}/participants (admission, maybe downgraded to audio) →
-// RTCPeerConnection, non-trickle offer → POST /v1/participants/{id}/offer → answer.
+// States (document.body.dataset.state): idle | joining | connected | refused | preempted | ended.
+// Flow: POST /v1/conferences/{id}/participants with the join token (admission, maybe downgraded to
+// audio; an Idempotency-Key per attempt) → the participant token, kept for the tab → RTCPeerConnection,
+// non-trickle offer → POST /v1/participants/{id}/offer with the participant token → answer. A reload
+// offers again as the same participant.
 // Media failure or a dead node → new offer for the same participant while its lease lives,
 // else (410 participant_gone) a new admission; exponential backoff with jitter in between.
 
@@ -24,6 +26,7 @@ const el = {
   title: $("conf-title"), window: $("window"), status: $("status"), notice: $("notice"),
   refused: $("refused"), refusedWhy: $("refused-why"), refusedRetry: $("refused-retry"),
   refusedPhone: $("refused-phone"), retry: $("retry"), ended: $("ended"), endedText: $("ended-text"),
+  preempted: $("preempted"), preemptedPhone: $("preempted-phone"), rejoin: $("rejoin"),
   endedPhone: $("ended-phone"), remote: $("remote"), remoteAudio: $("remote-audio"),
   remotePlaceholder: $("remote-placeholder"), unmuteRemote: $("unmute-remote"),
   form: $("join-form"), name: $("name"), nameError: $("name-error"), preview: $("preview"),
@@ -38,8 +41,14 @@ const POLL_CONNECTED_MS = 3000;
 const POLL_IDLE_MS = 15000;
 const MAX_BACKOFF_MS = 15000;
 
+const PLANNED_END_WARNING_MS = 10 * 60 * 1000;
+// The tab's participant (id, token, kinds): a reload comes back as the same participant.
+const STORED = `backupplus.participant.${conferenceId}`;
+
 const session = {
   participantId: null,
+  participantToken: null,
+  admissionKey: null, // Idempotency-Key of the current join attempt: a retried admission is the same one
   requestedKind: "video",
   kind: null, // granted kind
   pc: null,
@@ -64,10 +73,11 @@ function setState(state) {
   body.dataset.state = state;
   const busy = state === "joining" || state === "connected";
   el.join.disabled = busy || state === "ended";
-  el.leave.disabled = !(busy || state === "refused");
+  el.leave.disabled = !(busy || state === "refused" || state === "preempted");
   el.name.disabled = busy || state === "ended";
   for (const r of document.querySelectorAll('input[name="kind"]')) r.disabled = busy || state === "ended";
   el.refused.hidden = state !== "refused";
+  el.preempted.hidden = state !== "preempted";
   el.ended.hidden = state !== "ended";
   el.form.hidden = state === "ended";
   if (state !== "refused") clearRefusedTimer();
@@ -392,17 +402,44 @@ function waitIceCandidates(pc) {
   });
 }
 
+function newAdmissionKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function remember() {
+  try {
+    if (session.participantId) {
+      sessionStorage.setItem(STORED, JSON.stringify({
+        id: session.participantId, token: session.participantToken, kind: session.kind,
+        requestedKind: session.requestedKind,
+      }));
+    } else sessionStorage.removeItem(STORED);
+  } catch { /* storage disabled: a reload joins as a new participant */ }
+}
+
+function forget() {
+  session.participantId = null;
+  session.participantToken = null;
+  remember();
+}
+
 async function admit() {
   const name = el.name.value.trim();
+  if (!session.admissionKey) session.admissionKey = newAdmissionKey();
   const p = await api("POST", `/v1/conferences/${enc(conferenceId)}/participants`, {
     token,
+    headers: { "Idempotency-Key": session.admissionKey },
     body: { display_name: name, kind: session.requestedKind, downgrade: true },
   });
   performance.mark("bp-admitted");
+  session.admissionKey = null;
   session.participantId = p.id;
+  session.participantToken = p.participant_token;
   session.kind = p.kind === "audio" ? "audio" : "video";
   const downgraded = p.downgraded ?? (session.requestedKind === "video" && session.kind === "audio");
   session.downgraded = Boolean(downgraded);
+  remember();
   if (downgraded) notice("downgraded", { n: videoPorts });
   else notice(null);
 }
@@ -442,7 +479,7 @@ async function negotiate(runId, prepared = null) {
   const { pc, gen } = offer;
   if (runId !== session.runId || gen !== session.pcGen) return;
   const answer = await api("POST", `/v1/participants/${enc(session.participantId)}/offer`, {
-    token,
+    token: session.participantToken,
     body: { type: "offer", sdp: pc.localDescription.sdp },
   });
   if (gen !== session.pcGen) return;
@@ -525,8 +562,10 @@ async function connect({ immediate = true } = {}) {
         // The lease is gone. Removed on purpose (the hotline, or our own leave): stay out.
         // Lapsed (node died: "expired") or media failed ("failed"): admit again, at once the
         // first time, then with backoff.
-        if (session.participantId && (await wasRemoved(session.participantId))) {
-          if (runId !== session.runId) return;
+        const state = session.participantId ? await participantState() : null;
+        if (runId !== session.runId) return;
+        if (state === "preempted") return preempted();
+        if (state === "left") {
           // "left" is also what a restore or the end of the window leaves behind: the conference
           // tells which, so that a restore reads "ended", not "removed by the hotline".
           await refreshConference();
@@ -534,7 +573,7 @@ async function connect({ immediate = true } = {}) {
           return;
         }
         if (runId !== session.runId) return;
-        session.participantId = null;
+        forget();
         session.kind = null;
         session.attempts += 1;
         wait = session.attempts > 1 ? backoffMs(session.attempts) : 0;
@@ -555,7 +594,7 @@ function classify(err) {
   if (code === "outage_ended" || code === "outage_not_active" || code === "conference_not_found") return "ended";
   if (code === "capacity_exhausted") return "refused";
   if (err.status === 410) return "ended";
-  if (err.status === 404 && session.participantId) return "readmit";
+  if ((err.status === 404 || err.status === 401) && session.participantId) return "readmit";
   if (err.status === 409) return "refused";
   if (err.status === 401 || err.status === 403 || err.status === 404 || err.status === 422 || err.status === 400) {
     return "fatal";
@@ -563,19 +602,34 @@ function classify(err) {
   return "retry"; // 0 (network), 503 no_media_node, 5xx
 }
 
-async function wasRemoved(participantId) {
+/** Our participant's state as the broker has it (admitted, connected, left, preempted, ended), or null. */
+async function participantState() {
+  if (!session.participantId) return null;
   try {
-    const p = await api("GET", `/v1/participants/${enc(participantId)}`, { token });
-    return p.state === "left";
-  } catch {
-    return false;
+    const p = await api("GET", `/v1/participants/${enc(session.participantId)}`, { token: session.participantToken });
+    return p.state;
+  } catch (err) {
+    // a token that no longer acts (the participant left) reads as left
+    return err instanceof ApiError && err.status === 401 ? "left" : null;
   }
+}
+
+/** A more important meeting of the company took our place: say so, and do not retry by ourselves. */
+function preempted() {
+  session.runId++;
+  closePc();
+  forget();
+  session.kind = null;
+  clearRemote();
+  notice(null);
+  setState("preempted");
+  status("st_preempted");
 }
 
 function removed() {
   session.runId++;
   closePc();
-  session.participantId = null;
+  forget();
   session.kind = null;
   clearRemote();
   notice(null);
@@ -594,7 +648,7 @@ function reconnect() {
 function fatal(err) {
   session.runId++;
   closePc();
-  session.participantId = null;
+  forget();
   setState("idle");
   if (err.status === 401 || err.status === 403 || err.status === 404) status("link_invalid");
   else status("error_generic", { detail: err.problem.detail || err.problem.title || err.message });
@@ -608,7 +662,7 @@ function clearRefusedTimer() {
 function refused(err) {
   session.runId++;
   closePc();
-  session.participantId = null;
+  forget();
   session.kind = null;
   setState("refused");
   const p = err.problem || {};
@@ -646,7 +700,7 @@ function ended(err) {
   endedForGood = true;
   session.runId++;
   closePc();
-  session.participantId = null;
+  forget();
   stopLocalMedia();
   clearRemote();
   notice(null);
@@ -654,9 +708,11 @@ function ended(err) {
   const detail = (err && err.problem && String(err.problem.detail || "")) || "";
   const reason = (err && err.problem && err.problem.reason) || "";
   const closed = reason ? reason === "conference_closed" : /closed by the hotline/i.test(detail);
-  setText(el.endedText, closed ? "ended_closed" : "ended_text");
+  const planned = reason === "outage_planned_end";
+  const key = closed ? "ended_closed" : planned ? "ended_planned" : "ended_text";
+  setText(el.endedText, key);
   setState("ended");
-  status(closed ? "ended_closed" : "ended_text");
+  status(key);
   el.window.hidden = true;
 }
 
@@ -686,6 +742,7 @@ async function join() {
     localStorage.setItem("backupplus.name", name);
   } catch { /* storage disabled */ }
   session.requestedKind = selectedKind();
+  session.admissionKey = newAdmissionKey();
   session.attempts = 0;
   session.everConnected = false;
   performance.mark("bp-join-start");
@@ -699,7 +756,8 @@ async function leave() {
   session.leaving = true;
   session.runId++;
   const id = session.participantId;
-  session.participantId = null;
+  const participantToken = session.participantToken;
+  forget();
   session.kind = null;
   closePc();
   clearRemote();
@@ -709,7 +767,7 @@ async function leave() {
   renderPreview();
   if (id) {
     try {
-      await api("DELETE", `/v1/participants/${enc(id)}`, { token });
+      await api("DELETE", `/v1/participants/${enc(id)}`, { token: participantToken });
     } catch { /* the lease frees the port anyway */ }
   }
 }
@@ -723,9 +781,11 @@ function renderWindow() {
   }
   const left = windowEndsAt.getTime() - Date.now();
   el.window.hidden = false;
-  if (left <= 0) setText(el.window, "window_over");
+  el.window.classList.toggle("soon", left <= PLANNED_END_WARNING_MS);
   // The contract's clock is Paris time (the hotline says "until Tuesday 12:00"): show that, with its offset.
-  else setText(el.window, "window_until", { when: fmtDateTime(windowEndsAt, "Europe/Paris", true), left: fmtDuration(left) });
+  const vars = { when: fmtDateTime(windowEndsAt, "Europe/Paris", true), left: fmtDuration(Math.max(0, left)) };
+  if (left <= 0) setText(el.window, "window_over");
+  else setText(el.window, left <= PLANNED_END_WARNING_MS ? "window_soon" : "window_until", vars);
 }
 
 async function refreshConference() {
@@ -735,17 +795,18 @@ async function refreshConference() {
       el.title.textContent = conf.title;
       document.title = t("title_with", { title: conf.title });
     }
-    if (conf.window_ends_at) windowEndsAt = new Date(conf.window_ends_at);
+    windowEndsAt = conf.window_ends_at ? new Date(conf.window_ends_at) : null;
     renderWindow();
     if (conf.outage_state && conf.outage_state !== "active") {
       ended(null);
       return;
     }
-    // Our port was released (the hotline removed us, or the lease lapsed): find out at once
-    // rather than when the media times out.
-    const listed = Array.isArray(conf.participants) && conf.participants.some((p) => p.id === session.participantId);
-    if (body.dataset.state === "connected" && session.participantId && Array.isArray(conf.participants) && !listed) {
-      reconnect();
+    // Our port was released (the hotline removed us, a more important meeting took it, the lease
+    // lapsed): find out at once rather than when the media times out.
+    if (body.dataset.state === "connected" && session.participantId) {
+      const state = await participantState();
+      if (state === "preempted") preempted();
+      else if (state && state !== "admitted" && state !== "connected") reconnect();
     }
   } catch (err) {
     if (err instanceof ApiError && (err.status === 410 || err.code === "outage_ended")) ended(err);
@@ -786,6 +847,10 @@ function wire() {
   el.leave.addEventListener("click", () => leave());
   el.retry.addEventListener("click", () => {
     clearRefusedTimer();
+    setState("idle");
+    join();
+  });
+  el.rejoin.addEventListener("click", () => {
     setState("idle");
     join();
   });
@@ -830,15 +895,8 @@ function wire() {
   if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {
     navigator.mediaDevices.addEventListener("devicechange", () => listDevices());
   }
-  // Closing the tab frees the port at once (the lease would free it within 30 s anyway).
-  window.addEventListener("pagehide", () => {
-    if (!session.participantId) return;
-    fetch(`/v1/participants/${enc(session.participantId)}`, {
-      method: "DELETE",
-      keepalive: true,
-      headers: { Authorization: `Bearer ${token}` },
-    }).catch(() => {});
-  });
+  // Closing the tab sends no DELETE: a reload comes back as the same participant (its token is kept
+  // for the tab), and a closed tab's port comes back with its lease, within seconds.
   window.addEventListener("online", () => {
     if (body.dataset.state === "joining") connect({ immediate: true });
   });
@@ -849,11 +907,28 @@ function wire() {
   });
 }
 
+/** The participant this tab had before a reload, if any. */
+function restore() {
+  let stored = null;
+  try {
+    stored = JSON.parse(sessionStorage.getItem(STORED) || "null");
+  } catch { /* storage disabled or garbled */ }
+  if (!stored || !stored.id || !stored.token) return false;
+  session.participantId = stored.id;
+  session.participantToken = stored.token;
+  session.kind = stored.kind === "audio" ? "audio" : "video";
+  session.requestedKind = stored.requestedKind === "audio" ? "audio" : "video";
+  const r = document.querySelector(`input[name="kind"][value="${session.requestedKind}"]`);
+  if (r) r.checked = true;
+  return true;
+}
+
 async function main() {
   setupLangSwitch($("lang-switch"));
   applyI18n();
   phoneLink(el.refusedPhone);
   phoneLink(el.endedPhone);
+  phoneLink(el.preemptedPhone);
   el.remote.hidden = true;
   clearRemote();
   renderMuteButtons();
@@ -872,6 +947,12 @@ async function main() {
   if (name) el.name.value = name.slice(0, 80);
   setState("idle");
   status("st_loading");
+  if (restore()) {
+    // A reload: offer again as the same participant (or join anew if its port has gone meanwhile).
+    refreshConference();
+    await connect({ immediate: true });
+    return;
+  }
   const autojoin = params.get("autojoin") === "1";
   const info = refreshConference();
   if (autojoin) {
