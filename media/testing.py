@@ -295,7 +295,7 @@ async def seed_conference(ledger: Any, audio: int = 8, video: int = 10) -> tuple
     from quotas import keys
 
     await ledger.redis.sadd(keys.ACTIVE_OUTAGES, oid)  # as the broker does: the lease sweeper walks it
-    assert await ledger.add_conference(oid, cid, {"id": cid, "outage": oid, "title": "test"}, 0, 0) == "ok"
+    assert await ledger.add_conference(oid, cid, {"id": cid, "outage": oid, "title": "test"}) == "ok"
     return oid, cid
 
 
@@ -307,7 +307,9 @@ async def admit(
 
     pid = ids.new_participant_id(oid)
     doc = {"id": pid, "conference": cid, "outage": oid, "display_name": name}
-    res = await ledger.admit(oid, cid, pid, kind, True, ttl_ms, doc)
+    from quotas.ledger import RateLimit
+
+    res = await ledger.admit(oid, cid, pid, kind, True, ttl_ms, doc, rate=RateLimit(burst=10_000, per_s=10_000))
     if res.status != "granted":
         raise RuntimeError(f"admit {name}: {res}")
     return {**doc, "kind": res.kind, "requested_kind": kind, "state": "admitted"}

@@ -111,7 +111,13 @@ def test_term_and_29_february() -> None:
 
 
 # --- validation -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("number", ["", "SER/1", "SER 1", " SER-1", "SER-1\n", "a{b}", "x" * 65, ".."])
+def test_good_numbers() -> None:
+    for number in ("SER-2026-01", "SER/2026/01", "a.b_c-d", "7"):
+        assert contract(number=number).number == number
+
+
+@pytest.mark.parametrize("number", ["", "SER:1", "X:active", "SER+1", "SER 1", " SER-1", "SER-1\n", "a{b}",
+                                    "x" * 65, "..", "/x", "Société"])
 def test_bad_numbers(number: str) -> None:
     with pytest.raises(ValidationError):
         contract(number=number)

@@ -10,12 +10,12 @@ from infra.settings import Settings
 
 def test_environment_then_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKUPPLUS_OPERATOR_TOKENS", " a, b ,,")
-    monkeypatch.setenv("BACKUPPLUS_WINDOW_EXTRA_BUSINESS_DAYS", "3")
+    monkeypatch.setenv("BACKUPPLUS_ADMISSION_RATE_BURST", "3")
     monkeypatch.setenv("BACKUPPLUS_REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("BACKUPPLUS_PORT", "9000")
     s = Settings.from_env(port=None, host="0.0.0.0")
     assert s.operator_tokens == frozenset({"a", "b"})
-    assert s.window_extra_business_days == 3 and s.port == 9000 and s.host == "0.0.0.0"
+    assert s.admission_rate_burst == 3 and s.port == 9000 and s.host == "0.0.0.0"
     assert s.base_url == "http://0.0.0.0:9000"
     assert Settings.from_env(port=9100).port == 9100
 
