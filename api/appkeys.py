@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -22,3 +23,6 @@ MEDIA_GATEWAY: web.AppKey[MediaGateway] = web.AppKey("media_gateway")
 # HMAC secret shared by every broker process (kept in Redis, created once).
 SECRET = web.AppKey("secret", bytes)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
+# Liveness beyond the process itself (e.g. serve's own redis-server): None when fine, else why not.
+# Set by the composition root; /healthz fails while it answers a reason.
+HEALTH_CHECK: web.AppKey[Callable[[], str | None]] = web.AppKey("health_check")

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quotas.nodes import node_states
 
 from . import problems
-from .appkeys import REDIS, SETTINGS, TELEMETRY
+from .appkeys import HEALTH_CHECK, REDIS, SETTINGS, TELEMETRY
 from .openapi import openapi_document
 from .problems import Problem
 
@@ -17,6 +17,10 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
+    check = request.app.get(HEALTH_CHECK)
+    reason = check() if check is not None else None
+    if reason is not None:
+        raise Problem(problems.STORE_UNAVAILABLE, reason, headers={"Retry-After": "2"})
     return web.json_response({"status": "alive"})
 
 
