@@ -16,7 +16,7 @@ from infra.redisproc import RedisServer
 
 from ..support.brokers import BrokerProcess, start_all
 from ..support.ledger_probe import live_leases
-from ..support.workload import admit, get_status, seed, until_ok
+from ..support.workload import admit, get_status, leave, seed, until_ok
 
 
 # Keeps Redis busy for ARGV[1] ms (server time), as a slow disk or a heavy script would.
@@ -132,8 +132,7 @@ async def test_redis_kill_9_under_steady_load_repeatedly(own_redis: RedisServer,
                     assert all(a.status in (201, 409, 503) for a in batch), [a.status for a in batch]
                     for a in batch:
                         if a.status == 201:
-                            await s.delete(f"{brokers[0].base_url}/v1/participants/{a.body['id']}",
-                                           headers={"Authorization": f"Bearer {a.body['token']}"})
+                            await leave(s, brokers[0].base_url, a.body["id"])
                     try:
                         held = await live_leases(watch, target.outage)
                         peak = {k: max(peak[k], held[k]) for k in peak}
