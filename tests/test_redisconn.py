@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from infra.redisconn import ReplicaWait, StoreMisconfigured, StorePolicy, check_store, connect, parse_sentinel_url
+from infra.redisconn import (
+    ReplicaWait,
+    StoreMisconfigured,
+    StorePolicy,
+    check_store,
+    connect,
+    parse_sentinel_url,
+)
 from infra.redisproc import RedisServer, free_port
 from quotas import keys
 
@@ -168,7 +175,8 @@ async def test_a_broker_refuses_a_redis_that_may_evict(tmp_path: Path) -> None:
             await check_store(client)
         await client.aclose(close_connection_pool=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
-        proc = subprocess.run(
+        proc = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--port", str(free_port()),
              "--redis-url", server.url],
             capture_output=True, text=True, timeout=60, env=env, check=False,

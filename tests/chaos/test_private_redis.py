@@ -44,9 +44,9 @@ def _redis_servers_on(data_dir: Path) -> list[int]:
         if not proc.name.isdigit():
             continue
         try:
-            if "redis-server" in (proc / "cmdline").read_text() and Path(os.readlink(proc / "cwd")) == data_dir:
-                if _alive(int(proc.name)):
-                    out.append(int(proc.name))
+            ours = "redis-server" in (proc / "cmdline").read_text() and Path(os.readlink(proc / "cwd")) == data_dir
+            if ours and _alive(int(proc.name)):
+                out.append(int(proc.name))
         except OSError:
             continue
     return out

@@ -64,7 +64,7 @@ async def admit(session: aiohttp.ClientSession, base: str, target: Target, kind:
                                 headers=target.join_auth, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             body = await r.json(content_type=None)
             return Answer(r.status, time.monotonic() - t0, t0, body if isinstance(body, dict) else {})
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return Answer(0, time.monotonic() - t0, t0)
 
 
@@ -73,7 +73,7 @@ async def leave(session: aiohttp.ClientSession, base: str, participant_id: str) 
         async with session.delete(f"{base}/v1/participants/{participant_id}", headers=AUTH,
                                   timeout=aiohttp.ClientTimeout(total=5)) as r:
             return r.status
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return 0
 
 
@@ -83,7 +83,7 @@ async def get_status(session: aiohttp.ClientSession, url: str, timeout: float = 
         async with session.get(url, headers=AUTH, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             await r.read()
             return Answer(r.status, time.monotonic() - t0, t0)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         return Answer(0, time.monotonic() - t0, t0)
 
 
