@@ -146,6 +146,7 @@ async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: 
     """Admissions at a fixed offered rate; latency from the moment each was due."""
     latencies: list[float] = []
     errors = 0
+    refused: dict[str, int] = {}  # status (or the client error) -> count, of those not admitted
     connector = aiohttp.TCPConnector(limit=512)
     async with aiohttp.ClientSession(connector=connector) as s:
 
@@ -161,11 +162,13 @@ async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: 
                     latencies.append(time.perf_counter() - due)
                     if r.status != 201:
                         errors += 1
+                        refused[str(r.status)] = refused.get(str(r.status), 0) + 1
                         return
                 async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=h) as r:
                     await r.read()
-            except aiohttp.ClientError:
+            except aiohttp.ClientError as exc:
                 errors += 1
+                refused[type(exc).__name__] = refused.get(type(exc).__name__, 0) + 1
 
         tasks = []
         start = time.perf_counter()
@@ -178,7 +181,7 @@ async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: 
             tasks.append(asyncio.create_task(one(n, due)))
         await asyncio.gather(*tasks)
     ms = [x * 1000 for x in latencies]
-    return {"p50": pct(ms, 50), "p99": pct(ms, 99), "n": len(ms), "errors": errors}
+    return {"p50": pct(ms, 50), "p99": pct(ms, 99), "n": len(ms), "errors": errors, "refused": refused}
 
 
 async def redis_round_trip(url: str, n: int = 3000) -> dict[str, float]:
@@ -325,7 +328,8 @@ async def durability_cost(args: argparse.Namespace) -> dict:
             lat = await open_loop([base], conferences, 500, args.seconds)
             out[label] = {"cycles_per_s": rate, "open_loop_500": lat}
             print(f"(d) 1 broker, {label}: {rate:,.0f} admit+leave cycles/s; at 500/s offered p50 {lat['p50']:.2f} ms"
-                  f"  p99 {lat['p99']:.2f} ms ({lat['n']} admissions, {lat['errors']} not admitted)", flush=True)
+                  f"  p99 {lat['p99']:.2f} ms ({lat['n']} admissions, {lat['errors']} not admitted: {lat['refused']})",
+                  flush=True)
     return out
 
 

@@ -63,7 +63,7 @@ class StorePolicy:
     retry_base_s: float = 0.025  # backoff: base * 2^n with jitter, capped
     retry_cap_s: float = 0.25
     retry_budget_s: float = 1.0  # no new attempt that could end after this, from the first one
-    pool_timeout_s: float = 0.5  # waiting for a free pooled connection
+    pool_timeout_s: float = 0.75  # waiting for a free pooled connection (+ the retry budget < 2 s)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StorePolicy:

@@ -52,7 +52,7 @@ class Settings(BaseModel):
     redis_retry_base_s: float = 0.025
     redis_retry_cap_s: float = 0.25
     redis_retry_budget_s: float = 1.0
-    redis_pool_timeout_s: float = 0.5
+    redis_pool_timeout_s: float = 0.75
     # standard: Redis as configured. strict: declares and admissions are acknowledged only once one
     # replica has them (WAIT 1 durability_wait_ms, else 503), the private redis-server fsyncs each write.
     durability: Literal["standard", "strict"] = "standard"
