@@ -60,6 +60,27 @@ async def _watch_caps(url: str, outage: str, stop: asyncio.Event, peaks: dict[st
         await client.aclose(close_connection_pool=True)
 
 
+async def _kill_and_wait_for_resume(sentinels: SentinelSetup, log: list[tuple[int, Answer]]) -> float:
+    """kill -9 of the primary; seconds until both brokers answer from the ledger again (201 granted
+    or 409 full, after a 503 showed they had lost the primary). The killed server then rejoins as a
+    replica, so that a next kill leaves a primary to promote."""
+    killed_at = time.monotonic()
+    port = sentinels.kill_primary()
+    deadline = killed_at + 60
+    while True:
+        lost = {b: min((a.at for b2, a in log if b2 == b and a.at > killed_at and a.status == 503), default=None)
+                for b in (0, 1)}
+        back = {b: min((a.at + a.seconds for b2, a in log if b2 == b and lost[b] is not None
+                        and a.at > lost[b] and a.status in (201, 409)), default=None) for b in (0, 1)}
+        if None not in back.values():
+            break
+        assert time.monotonic() < deadline, "the brokers did not resume within 60 s"
+        await asyncio.sleep(0.05)
+    assert sentinels.primary_port() != port
+    await asyncio.to_thread(sentinels.restart, port)
+    return max(t for t in back.values() if t is not None) - killed_at
+
+
 async def _failover_under_load(sentinels: SentinelSetup, tmp_path: Path, load_s: float, kills: int) -> None:
     brokers = start_all([BrokerProcess(sentinels.url, tmp_path / f"broker{i}.log") for i in range(2)])
     try:
@@ -71,29 +92,16 @@ async def _failover_under_load(sentinels: SentinelSetup, tmp_path: Path, load_s:
         async with aiohttp.ClientSession() as s:
             tasks = [asyncio.create_task(_load(s, brokers, target, stop, log, w)) for w in range(6)]
             watcher = asyncio.create_task(_watch_caps(sentinels.url, target.outage, stop, peaks, samples))
+            tasks.append(watcher)
             resumes: list[float] = []
-            for _ in range(kills):
+            try:
+                for _ in range(kills):
+                    await asyncio.sleep(load_s)
+                    resumes.append(await _kill_and_wait_for_resume(sentinels, log))
                 await asyncio.sleep(load_s)
-                killed_at = time.monotonic()
-                port = sentinels.kill_primary()
-                deadline = killed_at + 60
-                # resumed: a broker answers again from the ledger (201 granted, or 409 full) after a 503
-                # showed it had lost the primary
-                while True:
-                    lost = {b: min((a.at for b2, a in log if b2 == b and a.at > killed_at and a.status == 503),
-                                   default=None) for b in (0, 1)}
-                    back = {b: min((a.at + a.seconds for b2, a in log if b2 == b and lost[b] is not None
-                                    and a.at > lost[b] and a.status in (201, 409)), default=None) for b in (0, 1)}
-                    if None not in back.values():
-                        break
-                    assert time.monotonic() < deadline, "the brokers did not resume within 60 s"
-                    await asyncio.sleep(0.05)
-                resume = max(t for t in back.values() if t is not None) - killed_at
-                resumes.append(resume)
-                assert sentinels.primary_port() != port
-            await asyncio.sleep(load_s)
-            stop.set()
-            await asyncio.gather(*tasks, watcher)
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
         statuses = sorted({a.status for _b, a in log})
         assert set(statuses) <= {201, 409, 503}, statuses
         assert samples, "the cap watcher never read the ledger"

@@ -115,6 +115,22 @@ class SentinelSetup:
                 return port
         raise RuntimeError(f"the primary on {port} is not one of ours")
 
+    def restart(self, port: int, timeout: float = 60.0) -> None:
+        """Starts the killed server on ``port`` again and waits until the current primary has all
+        its replicas back (the sentinels make the old primary a replica of the new one)."""
+        for server in self.servers:
+            if server.port == port:
+                server.start()
+                break
+        else:
+            raise RuntimeError(f"no server of ours on {port}")
+
+        def replicas_back() -> bool:
+            info = redis.Redis(port=self.primary_port(), socket_timeout=1).info("replication")
+            return info.get("role") == "master" and int(info["connected_slaves"]) == self.n_replicas
+
+        self._wait(replicas_back, timeout, "the restarted server did not rejoin as a replica")
+
     def stop(self) -> None:
         for proc in self._sentinels:
             if proc.poll() is None:
