@@ -11,7 +11,7 @@ from aiohttp import web
 
 from broker.service import Broker
 from broker.telemetry import Telemetry
-from infra.redisconn import connect
+from infra.redisconn import StoreClient, check_store, store_client
 from infra.settings import Settings
 from quotas.secret import shared_secret
 
@@ -26,9 +26,7 @@ log = logging.getLogger("backupplus.app")
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.redis_url, "create_app needs settings.redis_url (serve starts a private Redis first)"
-    client = connect(
-        settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
-    )
+    client = await _checked_store(settings)
     app[REDIS] = client
     app[SECRET] = await shared_secret(client)
     broker = Broker(client, settings)
@@ -37,6 +35,17 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[TELEMETRY] = Telemetry(client)
     yield
     await client.aclose(close_connection_pool=True)
+
+
+async def _checked_store(settings: Settings) -> StoreClient:
+    """The store client (timeouts, retries, write concern), after the start-up checks of its Redis."""
+    client = store_client(settings, decode_responses=True, health_check_interval=10)
+    try:
+        await check_store(client)
+    except BaseException:
+        await client.aclose(close_connection_pool=True)
+        raise
+    return client
 
 
 async def _periodic(name: str, interval: float, step: Callable[[], Awaitable[object]],

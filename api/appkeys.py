@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -24,3 +25,6 @@ SECRET = web.AppKey("secret", bytes)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 # The OpenAPI document, built from the router when the app starts.
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
+# Liveness beyond the process itself (e.g. serve's own redis-server): None when fine, else why not.
+# Set by the composition root; /healthz fails while it answers a reason.
+HEALTH_CHECK: web.AppKey[Callable[[], str | None]] = web.AppKey("health_check")

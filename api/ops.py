@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quotas.nodes import node_states
 
 from . import models, problems
-from .appkeys import OPENAPI, REDIS, TELEMETRY
+from .appkeys import HEALTH_CHECK, OPENAPI, REDIS, TELEMETRY
 from .openapi import Content, doc
 from .problems import Problem
 
@@ -16,8 +16,13 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
-@doc("Liveness: the process answers", auth="none", responses={200: models.Health})
+@doc("Liveness: the process answers (503 while a Redis it owns is down)", auth="none",
+     responses={200: models.Health}, errors=[problems.STORE_UNAVAILABLE])
 async def healthz(request: web.Request) -> web.Response:
+    check = request.app.get(HEALTH_CHECK)
+    reason = check() if check is not None else None
+    if reason is not None:
+        raise Problem(problems.STORE_UNAVAILABLE, reason, headers={"Retry-After": "2"})
     return web.json_response({"status": "alive"})
 
 

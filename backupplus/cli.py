@@ -29,6 +29,9 @@ def _serve_parser(sub: argparse._SubParsersAction, settings: Settings) -> None: 
     p.add_argument("--state-dir", default=None, help="where the private Redis keeps its data (default .state)")
     p.add_argument("--demo", action="store_true", help="load a demo contract, outage and conference")
     p.add_argument("--no-media", action="store_true", help="no in-process media node")
+    p.add_argument("--durability", choices=["standard", "strict"], default=None,
+                   help="strict: declares and admissions wait for a replica (WAIT), the private Redis fsyncs "
+                        "each write (default $BACKUPPLUS_DURABILITY or standard)")
     p.add_argument("--loop", choices=eventloop.CHOICES, default=None,
                    help="event loop (default $BACKUPPLUS_LOOP or auto: uvloop when installed)")
     p.set_defaults(func=serve.cmd_serve)

@@ -16,9 +16,11 @@ from pathlib import Path
 from aiohttp import web
 
 from api.app import create_app
+from api.appkeys import HEALTH_CHECK
 from api.auth import new_operator_token
 from infra import eventloop
-from infra.redisproc import RedisServer
+from infra.redisconn import StoreMisconfigured
+from infra.redisproc import PrivateRedis, RedisServerError, StateDirLocked
 from infra.settings import Settings
 
 from .demo import load_demo
@@ -38,6 +40,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         state_dir=Path(args.state_dir) if args.state_dir else None,
         media=False if args.no_media else None,
         loop=args.loop,
+        durability=args.durability,
     )
 
 
@@ -45,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     try:
         return eventloop.run(_serve(settings, args.demo), settings.loop)
-    except OSError as exc:
+    except (OSError, StoreMisconfigured, StateDirLocked, RedisServerError) as exc:
         print(f"backupplus serve: {exc}", file=sys.stderr)
         return 1
 
@@ -55,14 +58,16 @@ async def _serve(settings: Settings, demo: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    private: RedisServer | None = None
+    private: PrivateRedis | None = None
+    supervisor: asyncio.Task[None] | None = None
+    failures: list[str] = []
     if not settings.redis_url:
-        private = RedisServer(settings.state_dir / "redis", persistent=True).start()
-        settings = settings.model_copy(update={"redis_url": private.url})
-        print(f"redis: started a private redis-server on {private.url} (data in {settings.state_dir / 'redis'})")
+        private, settings = _start_private_redis(settings)
     try:
         settings = _with_operator_token(settings, demo)
         app = create_app(settings, media_plane=media_plane(in_process_node=settings.media))
+        if private is not None:
+            supervisor = _supervise_private_redis(app, private, stop, failures)
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
@@ -76,10 +81,45 @@ async def _serve(settings: Settings, demo: bool) -> int:
         await _drain_media(app, settings.drain_timeout_s)
         print("stopping ...", flush=True)
         await _cleanup(runner)
-        return 0
+        for failure in failures:
+            print(f"backupplus serve: {failure}", file=sys.stderr)
+        return 3 if failures else 0
     finally:
+        if supervisor is not None:
+            supervisor.cancel()
         if private is not None:
             private.stop()
+
+
+def _start_private_redis(settings: Settings) -> tuple[PrivateRedis, Settings]:
+    """Starts serve's own redis-server (locked state directory, password, fsync each write with
+    ``--durability strict``); the settings then point at it (no replica to WAIT for)."""
+    private = PrivateRedis(
+        settings.state_dir,
+        fsync_always=settings.durability == "strict",
+        restarts=settings.private_redis_restarts,
+        restart_window_s=settings.private_redis_restart_window_s,
+    ).start()
+    print(
+        f"redis: started a private redis-server on {private.display_url} (data in {private.data_dir}, "
+        f"password in {private.state_dir / 'redis.pass'})"
+    )
+    return private, settings.model_copy(update={"redis_url": private.url, "durability_wait_replicas": 0})
+
+
+def _supervise_private_redis(
+    app: web.Application, private: PrivateRedis, stop: asyncio.Event, failures: list[str]
+) -> asyncio.Task[None]:
+    """/healthz fails while the private redis-server is down; a dead one is restarted, and when it
+    keeps dying serve stops with a non-zero status."""
+    app[HEALTH_CHECK] = private.health
+
+    def give_up(reason: str) -> None:
+        log.error("%s", reason)
+        failures.append(reason)
+        stop.set()
+
+    return asyncio.create_task(private.supervise(give_up), name="backupplus-private-redis")
 
 
 def _with_operator_token(settings: Settings, demo: bool) -> Settings:

@@ -8,7 +8,11 @@ and broker processes (no media plane) on loopback and prints, for 1 and 2 broker
 (b) latency: admission p50/p99 at a fixed offered rate (open loop: each request is timed from the
     moment it was due, so a stalled server cannot hide its queue) of 500 and 1,000 admissions/s,
     beside one Redis round trip (PING) measured in the same run;
-(c) Redis commands per admission, from INFO commandstats (the target is one script call).
+(c) Redis commands per admission, from INFO commandstats (the target is one script call);
+(d) the cost of ``--durability strict``: one broker on a primary with one replica, standard beside
+    strict (each declare and admission WAITs for the replica), and one broker on a Redis that fsyncs
+    each write (``appendfsync always``, what strict gives the private Redis); saturation and p50/p99
+    at 500 admissions/s offered, each (``--no-durability`` skips it).
 """
 
 from __future__ import annotations
@@ -64,8 +68,9 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
-def start_broker(redis_url: str, port: int, loop: str = "asyncio") -> subprocess.Popen[bytes]:
-    env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING", "BACKUPPLUS_LOOP": loop}
+def start_broker(redis_url: str, port: int, loop: str = "asyncio", **env_extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING", "BACKUPPLUS_LOOP": loop,
+           **env_extra}
     return subprocess.Popen(
         [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--redis-url", redis_url, "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -86,13 +91,13 @@ async def healthy(base: str) -> None:
     raise RuntimeError(f"{base} did not come up")
 
 
-async def seed(base: str, outages: int) -> list[tuple[str, str]]:
+async def seed(base: str, outages: int, prefix: str = "") -> list[tuple[str, str]]:
     """Contracts, outages and one conference each; returns (conference id, join token)."""
     today = date.today()
     conferences = []
     async with aiohttp.ClientSession(headers=AUTH) as s:
         for i in range(outages):
-            number = f"BENCH-{i}"
+            number = f"BENCH-{prefix}{i}"
             contract = {
                 "number": number, "client": {"company": f"Bench {i}"}, "status": "active", "term_years": 3,
                 "start_date": (today - timedelta(days=30)).isoformat(),
@@ -141,6 +146,7 @@ async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: 
     """Admissions at a fixed offered rate; latency from the moment each was due."""
     latencies: list[float] = []
     errors = 0
+    refused: dict[str, int] = {}  # status (or the client error) -> count, of those not admitted
     connector = aiohttp.TCPConnector(limit=512)
     async with aiohttp.ClientSession(connector=connector) as s:
 
@@ -156,11 +162,13 @@ async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: 
                     latencies.append(time.perf_counter() - due)
                     if r.status != 201:
                         errors += 1
+                        refused[str(r.status)] = refused.get(str(r.status), 0) + 1
                         return
                 async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=h) as r:
                     await r.read()
-            except aiohttp.ClientError:
+            except aiohttp.ClientError as exc:
                 errors += 1
+                refused[type(exc).__name__] = refused.get(type(exc).__name__, 0) + 1
 
         tasks = []
         start = time.perf_counter()
@@ -173,7 +181,7 @@ async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: 
             tasks.append(asyncio.create_task(one(n, due)))
         await asyncio.gather(*tasks)
     ms = [x * 1000 for x in latencies]
-    return {"p50": pct(ms, 50), "p99": pct(ms, 99), "n": len(ms), "errors": errors}
+    return {"p50": pct(ms, 50), "p99": pct(ms, 99), "n": len(ms), "errors": errors, "refused": refused}
 
 
 async def redis_round_trip(url: str, n: int = 3000) -> dict[str, float]:
@@ -285,7 +293,44 @@ async def run(args: argparse.Namespace) -> dict:
                 row[f"open_loop_{offered}"] = lat
                 print(f"(b) {n} broker(s) at {offered}/s offered: admission p50 {lat['p50']:.2f} ms  "
                       f"p99 {lat['p99']:.2f} ms  ({lat['n']} admissions, {lat['errors']} not admitted)", flush=True)
+    if args.durability:
+        results["durability"] = await durability_cost(args)
     return results
+
+
+async def durability_cost(args: argparse.Namespace) -> dict:
+    """(d): standard vs strict on a primary with one replica, and a Redis with appendfsync always."""
+    out: dict = {}
+    with ExitStack() as stack:
+        primary = RedisServer().start()
+        stack.callback(primary.stop)
+        replica = RedisServer(extra_args=["--replicaof", "127.0.0.1", str(primary.port)]).start()
+        stack.callback(replica.stop)
+        fsync = RedisServer(persistent=True, fsync_always=True).start()
+        stack.callback(fsync.stop)
+        probe = aioredis.Redis.from_url(replica.url, decode_responses=True)
+        while (await probe.info("replication")).get("master_link_status") != "up":
+            await asyncio.sleep(0.05)
+        await probe.aclose()
+        setups = {
+            "standard, 1 replica": (primary.url, {}),
+            "strict (WAIT 1 replica)": (primary.url, {"BACKUPPLUS_DURABILITY": "strict"}),
+            "appendfsync always": (fsync.url, {}),
+        }
+        for label, (url, env) in setups.items():
+            port = free_port()
+            proc = start_broker(url, port, args.loop, **env)
+            stack.callback(proc.terminate)
+            base = f"http://127.0.0.1:{port}"
+            await healthy(base)
+            conferences = await seed(base, args.outages, prefix=f"D{len(out)}")
+            rate = statistics.median([await saturation([base], conferences, args.seconds) for _ in range(args.rounds)])
+            lat = await open_loop([base], conferences, 500, args.seconds)
+            out[label] = {"cycles_per_s": rate, "open_loop_500": lat}
+            print(f"(d) 1 broker, {label}: {rate:,.0f} admit+leave cycles/s; at 500/s offered p50 {lat['p50']:.2f} ms"
+                  f"  p99 {lat['p99']:.2f} ms ({lat['n']} admissions, {lat['errors']} not admitted: {lat['refused']})",
+                  flush=True)
+    return out
 
 
 def main() -> int:
@@ -296,6 +341,8 @@ def main() -> int:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
                         help="event loop of the brokers and of the bare server alike")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument("--no-durability", dest="durability", action="store_false",
+                        help="skip (d), the cost of --durability strict")
     args = parser.parse_args()
     results = asyncio.run(run(args))
     if args.json:

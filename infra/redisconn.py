@@ -4,17 +4,122 @@
 * ``redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]`` — ask the Sentinels
   which server is the primary of ``service_name``; after a failover the next connection goes to
   the new primary (the ledger's scripts are reloaded there on NOSCRIPT).
+
+Every client made here retries connection errors and timeouts with exponential backoff, within a
+time budget (``StorePolicy``): a pooled connection that a Redis restart left dead is replaced and
+the command sent again, while a Redis that stays down still gets its 503 answered within 2 s.
+``check_store`` is the start-up check a broker runs before it serves.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 SENTINEL_SCHEME = "redis+sentinel"
+T = TypeVar("T")
+
+
+class StoreMisconfigured(RuntimeError):
+    """The Redis given to a broker would break the ledger's promises (e.g. it may evict keys)."""
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """A write concern: after a durable write, ``WAIT replicas timeout_ms`` on the same connection."""
+
+    replicas: int
+    timeout_ms: int
+
+
+class StoreClient(aioredis.Redis):
+    """An asyncio Redis client that carries its write concern (None: writes are not waited for).
+    ``quotas.scripts.ScriptRunner`` reads it for the scripts it makes durable."""
+
+    replica_wait: ReplicaWait | None = None
+
+
+@dataclass(frozen=True)
+class StorePolicy:
+    """Timeouts and retries of a Redis client (``infra.settings`` has the same defaults)."""
+
+    command_timeout_s: float = 0.5  # one command's answer (socket read)
+    connect_timeout_s: float = 0.25
+    retries: int = 3
+    retry_base_s: float = 0.025  # backoff: base * 2^n with jitter, capped
+    retry_cap_s: float = 0.25
+    retry_budget_s: float = 1.0  # no new attempt that could end after this, from the first one
+    pool_timeout_s: float = 0.75  # waiting for a free pooled connection (+ the retry budget < 2 s)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StorePolicy:
+        """From an ``infra.settings.Settings`` (its ``redis_*`` fields)."""
+        return cls(
+            command_timeout_s=settings.redis_command_timeout_s,
+            connect_timeout_s=settings.redis_connect_timeout_s,
+            retries=settings.redis_retries,
+            retry_base_s=settings.redis_retry_base_s,
+            retry_cap_s=settings.redis_retry_cap_s,
+            retry_budget_s=settings.redis_retry_budget_s,
+            pool_timeout_s=settings.redis_pool_timeout_s,
+        )
+
+    def retry(self) -> BudgetRetry:
+        return BudgetRetry(self)
+
+
+class BudgetRetry(Retry):
+    """redis-py's ``Retry`` (exponential backoff with jitter, on ConnectionError and TimeoutError) that
+    also stops once another attempt could not finish within ``retry_budget_s`` of the first: the
+    bound that keeps a request's 503 within 2 s whatever the count of retries."""
+
+    def __init__(self, policy: StorePolicy) -> None:
+        super().__init__(
+            ExponentialWithJitterBackoff(base=policy.retry_base_s, cap=policy.retry_cap_s),
+            policy.retries,
+            (RedisConnectionError, RedisTimeoutError),
+        )
+        self.policy = policy
+
+    async def call_with_retry(  # type: ignore[override]
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        self._backoff.reset()
+        start = time.monotonic()
+        attempt_s = max(self.policy.command_timeout_s, self.policy.connect_timeout_s)
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                if is_retryable and not is_retryable(error):
+                    raise
+                failures += 1
+                await (fail(error, failures) if with_failure_count else fail(error))
+                backoff = self._backoff.compute(failures)
+                spent = time.monotonic() - start
+                if failures > self._retries or spent + backoff + attempt_s > self.policy.retry_budget_s:
+                    raise
+                if backoff > 0:
+                    await asyncio.sleep(backoff)
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
@@ -37,12 +142,79 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
     return hosts, path[0], db, password
 
 
-def connect(url: str, *, max_connections: int = 64, **options: Any) -> aioredis.Redis:
-    """An asyncio Redis client for ``url`` (see the module doc). Bursts wait for a free connection
-    (blocking pool) instead of failing with "Too many connections"."""
+def connect(
+    url: str,
+    *,
+    max_connections: int = 64,
+    policy: StorePolicy | None = None,
+    replica_wait: ReplicaWait | None = None,
+    **options: Any,
+) -> StoreClient:
+    """An asyncio Redis client for ``url`` (see the module doc) with ``policy``'s timeouts and
+    retries. Bursts wait for a free connection (blocking pool) instead of failing with "Too many
+    connections", at most ``pool_timeout_s``. ``options`` go to the connections and win."""
+    policy = policy or StorePolicy()
+    client = _connect(url, max_connections, policy, options)
+    client.replica_wait = replica_wait
+    return client
+
+
+def store_client(settings: Settings, **options: Any) -> StoreClient:
+    """The broker's client for ``settings.redis_url``: its timeouts and retries, and with
+    ``durability strict`` the write concern (WAIT for ``durability_wait_replicas``)."""
+    assert settings.redis_url, "store_client needs settings.redis_url (serve starts a private Redis first)"
+    wait = None
+    if settings.durability == "strict" and settings.durability_wait_replicas > 0:
+        wait = ReplicaWait(settings.durability_wait_replicas, settings.durability_wait_ms)
+    return connect(settings.redis_url, policy=StorePolicy.from_settings(settings), replica_wait=wait, **options)
+
+
+def _connect(url: str, max_connections: int, policy: StorePolicy, options: dict[str, Any]) -> StoreClient:
+    conn_options: dict[str, Any] = {
+        "socket_timeout": policy.command_timeout_s,
+        "socket_connect_timeout": policy.connect_timeout_s,
+        "retry": policy.retry(),
+        **options,
+    }
     if url.startswith(f"{SENTINEL_SCHEME}://"):
         hosts, service, db, password = parse_sentinel_url(url)
-        sentinel = Sentinel(hosts, socket_timeout=options.get("socket_timeout", 5))
-        return sentinel.master_for(service, db=db, password=password, max_connections=max_connections, **options)
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5, **options)
-    return aioredis.Redis(connection_pool=pool)
+        sentinel = Sentinel(
+            hosts,
+            sentinel_kwargs={
+                "socket_timeout": policy.connect_timeout_s,
+                "socket_connect_timeout": policy.connect_timeout_s,
+            },
+        )
+        client = sentinel.master_for(
+            service, redis_class=StoreClient, db=db, password=password, max_connections=max_connections,
+            **conn_options,
+        )
+        assert isinstance(client, StoreClient)
+        return client
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=policy.pool_timeout_s, **conn_options
+    )
+    return StoreClient(connection_pool=pool)
+
+
+async def check_store(client: StoreClient) -> None:
+    """The start-up check of a broker's Redis: it must never evict keys (``maxmemory-policy
+    noeviction``): an evicted counter or lease silently breaks the caps. With a write concern, the
+    primary must have that many replicas connected. Read from INFO, which works where CONFIG is
+    disabled. Raises StoreMisconfigured with what to change."""
+    info = await client.info("memory")
+    policy = str(info.get("maxmemory_policy", ""))
+    if policy != "noeviction":
+        raise StoreMisconfigured(
+            f"Redis has maxmemory-policy {policy!r}: it may evict the ledger's keys and break the caps. "
+            "Set `maxmemory-policy noeviction` in its configuration (or CONFIG SET maxmemory-policy noeviction)."
+        )
+    wait = client.replica_wait
+    if wait is not None:
+        replication = await client.info("replication")
+        connected = int(replication.get("connected_slaves", 0))
+        if connected < wait.replicas:
+            raise StoreMisconfigured(
+                f"durability strict waits for {wait.replicas} replica(s) of each declare and admission, but the "
+                f"Redis primary has {connected} connected: add replicas or run with --durability standard."
+            )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class Settings(BaseModel):
@@ -48,6 +49,37 @@ class Settings(BaseModel):
     # The hotline's CLI: the broker it talks to and its operator token (BACKUPPLUS_API, BACKUPPLUS_TOKEN).
     api: str = "http://127.0.0.1:8080"
     token: str | None = None
+
+    # --- reliability (issue 14)
+    # Redis clients: one command's timeout, and retries with exponential backoff (jitter) on
+    # connection errors and timeouts, never starting an attempt that could end past the budget:
+    # a dead pooled connection is replaced at once, a Redis that stays down still gets 503 within 2 s.
+    redis_command_timeout_s: float = 0.5
+    redis_connect_timeout_s: float = 0.25
+    redis_retries: int = 3
+    redis_retry_base_s: float = 0.025
+    redis_retry_cap_s: float = 0.25
+    redis_retry_budget_s: float = 1.0
+    redis_pool_timeout_s: float = 0.75
+    # standard: Redis as configured. strict: declares and admissions are acknowledged only once one
+    # replica has them (WAIT 1 durability_wait_ms, else 503), the private redis-server fsyncs each write.
+    durability: Literal["standard", "strict"] = "standard"
+    durability_wait_ms: int = 300
+    durability_wait_replicas: int = 1  # serve sets 0 for its private Redis (no replica: fsync instead)
+    # serve's private redis-server: restarted (on its AOF) when it dies, at most this many times
+    # within the window; past that serve stops with a non-zero status.
+    private_redis_restarts: int = 5
+    private_redis_restart_window_s: float = 60.0
+
+    @model_validator(mode="after")
+    def _wait_within_the_command_timeout(self) -> Settings:
+        """WAIT blocks the connection's read: past the command timeout it would end as a timeout."""
+        if self.durability_wait_ms >= self.redis_command_timeout_s * 1000:
+            raise ValueError(
+                f"durability_wait_ms ({self.durability_wait_ms}) must be below redis_command_timeout_s "
+                f"({self.redis_command_timeout_s} s)"
+            )
+        return self
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -17,7 +17,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from infra.redisconn import ReplicaWait, StoreClient
 from infra.text import as_str
 
 from .errors import LedgerError
@@ -40,6 +42,14 @@ SCRIPT_NAMES: tuple[str, ...] = (
 )
 # Scripts on global keys, without the ledger's helpers.
 GLOBAL_SCRIPT_NAMES: tuple[str, ...] = ("del_if_equal", "place_node", "ticket_open", "ticket_outcome")
+# The writes a client with a write concern (``durability strict``) waits for: a declare's and an
+# admission's. Other calls may opt in with ``call(..., wait=...)``.
+DURABLE_SCRIPTS: frozenset[str] = frozenset({"open_outage", "admit"})
+
+
+class NotReplicated(RedisTimeoutError):
+    """Fewer replicas than the write concern asks acknowledged the write within its timeout: the
+    write is on the primary but not promised to survive a failover (answered as 503)."""
 
 
 @dataclass(frozen=True)
@@ -81,15 +91,44 @@ class ScriptRunner:
                 raise LedgerError(f"SCRIPT LOAD of {script.name} returned {sha}, expected {script.sha}")
         self._loaded = True
 
-    async def call(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def call(
+        self, name: str, keys: Sequence[str], args: Sequence[str | int], *, wait: ReplicaWait | None = None
+    ) -> Any:
+        """EVALSHA ``name``. With ``wait`` (or the client's write concern for DURABLE_SCRIPTS), WAIT for
+        replicas on the same connection, in the same round trip; NotReplicated when too few acknowledged."""
         script = SCRIPTS[name]
+        if wait is None and name in DURABLE_SCRIPTS and isinstance(self._client, StoreClient):
+            wait = self._client.replica_wait
         if not self._loaded:
             await self.load()
+        run = self._evalsha if wait is None else self._evalsha_wait
         try:
-            return await self._evalsha(script, keys, args)
+            return await run(script, keys, args, wait)
         except NoScriptError:
             await self.load()
-            return await self._evalsha(script, keys, args)
+            return await run(script, keys, args, wait)
 
-    async def _evalsha(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def _evalsha_wait(
+        self, script: Script, keys: Sequence[str], args: Sequence[str | int], wait: ReplicaWait | None
+    ) -> Any:
+        """EVALSHA then WAIT in one non-transactional pipeline: one connection (WAIT counts the writes
+        of its own connection), one round trip."""
+        assert wait is not None
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
+            result, acked = await pipe.execute(raise_on_error=False)
+        if isinstance(result, Exception):
+            raise result
+        if isinstance(acked, Exception):
+            raise acked
+        if int(acked) < wait.replicas:
+            raise NotReplicated(
+                f"{script.name}: {acked} of {wait.replicas} replica(s) acknowledged within {wait.timeout_ms} ms"
+            )
+        return result
+
+    async def _evalsha(
+        self, script: Script, keys: Sequence[str], args: Sequence[str | int], wait: ReplicaWait | None = None
+    ) -> Any:
         return await self._client.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[misc]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what Backup+ needs on a fresh Debian machine: the Debian packages (redis-server;
-# chromium and prometheus's promtool for the tests) and a virtualenv with the project and its
+# chromium, prometheus's promtool, iproute2, nftables and faketime for the tests) and a virtualenv with the project and its
 # dev tools. Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,10 @@ command -v redis-server >/dev/null 2>&1 || want_debs+=(redis-server)
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || want_debs+=(chromium)
   command -v promtool >/dev/null 2>&1 || want_debs+=(prometheus)
+  # the chaos suite (tests/chaos): network namespaces and faults, a broker's clock moved
+  command -v ip >/dev/null 2>&1 || want_debs+=(iproute2)
+  command -v nft >/dev/null 2>&1 || want_debs+=(nftables)
+  command -v faketime >/dev/null 2>&1 || want_debs+=(faketime)
 fi
 if [ ${#want_debs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${want_debs[*]}"
