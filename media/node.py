@@ -322,9 +322,9 @@ class MediaNode:
                     self._spawn(
                         self.close_participant(
                             pid,
-                            # the lease is not released: the same participant may come back with a new
-                            # offer (a reload, an ICE restart); unrenewed, it runs out within seconds
-                            release=None,
+                            # a hang-up frees the port at once; a failed network keeps it while the lease
+                            # lasts (seconds), so the same participant can come back (ICE restart, reload)
+                            release="left" if state == "closed" else None,
                             reason=f"pc_{state}",
                             session=session,
                         ),

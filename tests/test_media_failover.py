@@ -99,8 +99,8 @@ async def test_kill_node_ports_back_and_replaced(redis, redis_url, procs):
         assert nodes["node-a"].url == a.url and nodes["node-a"].capacity == 36
 
         async def renewed_connected() -> bool:
-            raw = await redis.hget(keys.participants(oid), p1["id"])
-            return raw is not None and '"state":"connected"' in raw
+            found = await ledger.participant(oid, p1["id"])
+            return found is not None and found.state == "connected"
 
         await until(renewed_connected, 5)
         await until(lambda: registry.live_nodes(redis), 3)

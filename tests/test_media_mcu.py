@@ -53,8 +53,8 @@ async def node(redis):
 
 
 async def part_state(redis, oid: str, pid: str) -> str | None:
-    raw = await redis.hget(keys.participants(oid), pid)
-    return json.loads(raw).get("state") if raw else None
+    found = await PortLedger(redis).participant(oid, pid)
+    return found.state if found else None
 
 
 async def test_conference_mix_and_leave(redis, node):
@@ -200,7 +200,9 @@ async def test_outage_ended_event_closes_all(redis, node):
             await c.connect(router.offer)
         for c in clients:
             await c.wait_connected()
-        released = await ledger.close_outage(oid, "restored", "2026-01-01T00:00:00+00:00")
+        closed = await ledger.close_outage(oid, "restored", 0)
+        assert closed is not None
+        released = closed[0]
         await redis.publish(
             keys.EVENTS,
             json.dumps(

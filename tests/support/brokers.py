@@ -75,8 +75,10 @@ class BrokerProcess:
 
     def start(self, timeout: float = 30.0, *, wait: bool = True) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
+        # the chaos loads admit from one link far faster than people join a meeting: no rate limit
         env.update({"BACKUPPLUS_OPERATOR_TOKENS": OPERATOR, "BACKUPPLUS_LOG_LEVEL": "INFO",
-                    "BACKUPPLUS_PUBLIC_URL": self.base_url, **self.env})
+                    "BACKUPPLUS_PUBLIC_URL": self.base_url, "BACKUPPLUS_ADMISSION_RATE_BURST": "100000",
+                    **self.env})
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL)

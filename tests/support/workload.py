@@ -38,7 +38,9 @@ async def seed(base: str, number: str = "CHAOS-1") -> Target:
         async with s.put(f"{base}/v1/contracts/{number}", json=contract) as r:
             assert r.status in (200, 201), await r.text()
         async with s.post(f"{base}/v1/outages", json={"contract": number, "serial": "S1",
-                                                      "ticket": {"priority": "urgent"}}) as r:
+                                                      "ticket": {"priority": "urgent", "site": "Lab",
+                                                                 "contact": "Chaos team",
+                                                                 "description": "fault injection"}}) as r:
             assert r.status == 201, await r.text()
             outage = await r.json()
         async with s.post(f"{base}/v1/outages/{outage['id']}/conferences", json={"title": "chaos"}) as r:
