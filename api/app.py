@@ -17,7 +17,7 @@ from quotas.secret import shared_secret
 
 from . import ops, v1
 from .appkeys import BROKER, REDIS, SECRET, SETTINGS, TELEMETRY
-from .middleware import problem_middleware
+from .middleware import add_request_id_header, problem_middleware
 
 log = logging.getLogger("backupplus.app")
 
@@ -73,6 +73,7 @@ def create_app(
     it sets ``MEDIA_GATEWAY`` and adds its own cleanup contexts; without it offers answer 503."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_background_ctx)
     app.add_routes(v1.routes)

@@ -38,6 +38,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         state_dir=Path(args.state_dir) if args.state_dir else None,
         media=False if args.no_media else None,
         loop=args.loop,
+        webhook_urls=tuple(args.webhook_url) if args.webhook_url else None,
+        webhook_secret=args.webhook_secret,
+        log_format=args.log_format,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from infra import logcontext
 from infra.settings import Settings
 from quotas import keys
 from quotas.ledger import PortLedger
@@ -129,12 +130,14 @@ class Broker:
                 )
         try:
             seq = await self.redis.incr(keys.TICKET_SEQ)
+            ticket_number = f"BP-{now.astimezone(sla.PARIS).year}-{seq:06d}"
+            logcontext.bind(outage=outage_id, ticket=ticket_number)
             doc = {
                 "id": outage_id,
                 "contract": contract.number,
                 "client": contract.client.company,
                 "serial": body["serial"],
-                "ticket": {"number": f"BP-{now.astimezone(sla.PARIS).year}-{seq:06d}", **ticket_in},
+                "ticket": {"number": ticket_number, **ticket_in},
                 "reported_at": iso(times.reported_at),
                 "taken_at": iso(times.taken_at),
                 "ack_deadline": iso(times.ack_deadline),
@@ -377,6 +380,7 @@ class Broker:
         if outage_id is None or not ids.is_conference_id(conference_id):
             raise errors.ConferenceNotFound(f"No conference {conference_id!r}")
         participant_id = ids.new_participant_id(outage_id)
+        logcontext.bind(outage=outage_id, conference=conference_id, participant=participant_id)
         now = self.clock()
         doc = {
             "id": participant_id,
