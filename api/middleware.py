@@ -21,6 +21,7 @@ from broker.errors import BrokerError
 from infra import logcontext
 
 from . import problems
+from .appkeys import TELEMETRY
 from .problems import Problem
 
 log = logging.getLogger("backupplus.api")
@@ -106,6 +107,7 @@ async def _problem_of(request: web.Request, handler: Handler) -> web.StreamRespo
         return problem_from_domain(exc)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
         log.warning("Redis unavailable on %s %s: %s", request.method, _route(request), exc)
+        request.app[TELEMETRY].store.errors.inc()
         return Problem(
             problems.STORE_UNAVAILABLE, "The broker cannot reach its store; retry shortly", headers={"Retry-After": "2"}
         )
