@@ -11,6 +11,7 @@ from aiohttp import web
 
 from broker.service import Broker
 from broker.telemetry import Telemetry
+from broker.webhooks import WebhookWorker
 from infra.redisconn import connect
 from infra.settings import Settings
 from quotas.secret import shared_secret
@@ -66,6 +67,18 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Delivers queued webhook events; every process runs a worker (broker.webhooks)."""
+    if not app[SETTINGS].webhook_urls:
+        yield
+        return
+    worker = WebhookWorker(app[REDIS], app[SETTINGS])
+    app[BROKER].webhooks.wake = worker.wake
+    worker.start()
+    yield
+    await worker.stop()
+
+
 def create_app(
     settings: Settings, *, media_plane: Callable[[web.Application], None] | None = None, pages: bool = True
 ) -> web.Application:
@@ -76,6 +89,7 @@ def create_app(
     app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_background_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
     app.add_routes(v1.routes)
     app.add_routes(ops.routes)
     if pages:

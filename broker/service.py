@@ -25,6 +25,7 @@ from quotas.scripts import ScriptRunner
 
 from . import errors, ids, sla
 from .contracts import ContractStore, check_eligibility
+from .webhooks import Webhooks
 
 Clock = Callable[[], datetime]
 
@@ -65,6 +66,7 @@ class Broker:
         self._scripts = ScriptRunner(redis)
         self.contracts = ContractStore(redis)
         self.clock = clock
+        self.webhooks = Webhooks(redis, settings)
 
     # --- outages -----------------------------------------------------------------------------------
     async def declare_outage(self, body: dict[str, Any], idempotency_key: str | None = None) -> tuple[dict, bool]:
@@ -160,7 +162,9 @@ class Broker:
         except BaseException:
             await self._scripts.call("del_if_equal", [marker], [outage_id])
             raise
-        return await self.get_outage(outage_id)
+        outage = await self.get_outage(outage_id)
+        await self.webhooks.outage_declared(outage)
+        return outage
 
     async def _state(self, outage_id: str) -> str | None:
         value = await self.redis.hget(keys.outage_doc(outage_id), "state")
@@ -226,6 +230,7 @@ class Broker:
         await self.publish(
             {"type": "outage_ended", "outage": outage_id, "state": state, "participants": released}
         )
+        await self.webhooks.outage_ended(doc, state, released)
 
     async def extend_outage(self, outage_id: str, window_ends_at: datetime) -> dict:
         found = await self._raw_outage(outage_id)
@@ -412,6 +417,7 @@ class Broker:
                 raise errors.OutageEnded("This substitute conference has ended", reason=f"outage_{state}")
             raise errors.ConferenceNotFound(f"No conference {conference_id!r}")
         if result.status == "full":
+            await self.webhooks.capacity_exhausted(outage_id, conference_id, result)
             raise errors.CapacityExhausted(
                 f"All {result.capacity} {result.kind} ports of this outage are in use",
                 kind=result.kind,
