@@ -1,5 +1,5 @@
 """A real ``backupplus serve`` process for tests: started on a free port against a given Redis, its
-output kept in a file, stopped with SIGTERM."""
+stdout and its log (stderr) kept in files, stopped with SIGTERM."""
 
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from infra.redisproc import free_port
 class BrokerProcess:
     url: str
     port: int
-    output: Path
+    output: Path  # stdout (what serve prints)
+    errors: Path  # stderr (the log)
 
     def log(self) -> str:
-        return self.output.read_text(errors="replace")
+        return self.output.read_text(errors="replace") + self.errors.read_text(errors="replace")
 
 
 @contextmanager
@@ -32,13 +33,13 @@ def running_broker(redis_url: str, workdir: Path, *, global_args: tuple[str, ...
                    serve_args: tuple[str, ...] = (), env: dict[str, str] | None = None,
                    timeout: float = 30.0) -> Iterator[BrokerProcess]:
     port = free_port()
-    output = workdir / f"broker-{port}.log"
+    output, errors = workdir / f"broker-{port}.out", workdir / f"broker-{port}.log"
     command = [sys.executable, "-m", "backupplus.cli", *global_args, "serve", "--no-media",
                "--redis-url", redis_url, "--port", str(port), "--state-dir", str(workdir / "state"), *serve_args]
-    with output.open("wb") as sink:
-        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    with output.open("wb") as out, errors.open("wb") as err:
+        proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 env={**os.environ, **(env or {})}, cwd=workdir)
-    broker = BrokerProcess(f"http://127.0.0.1:{port}", port, output)
+    broker = BrokerProcess(f"http://127.0.0.1:{port}", port, output, errors)
     try:
         deadline = time.monotonic() + timeout
         while True:
