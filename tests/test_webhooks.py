@@ -17,7 +17,7 @@ from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from broker.webhooks import EVENT_TYPES, WebhookWorker, Webhooks
+from broker.webhooks import EVENT_TYPES, Webhooks, WebhookWorker
 from broker.webhooks import keys as wh_keys
 from broker.webhooks.worker import backoff_s
 from infra.redisproc import free_port

@@ -45,9 +45,12 @@ SCRIPTS = ("enqueue", "lease", "settle")
 class Refusal(Protocol):
     """What a refusal for capacity says: the kind refused, its capacity and the ports in use."""
 
-    kind: str | None
-    capacity: int
-    in_use: int
+    @property
+    def kind(self) -> str | None: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def in_use(self) -> int: ...
 
 
 def _outage_summary(outage: dict[str, Any]) -> dict[str, Any]:
