@@ -56,11 +56,16 @@ def running_broker(redis_url: str, workdir: Path, *, global_args: tuple[str, ...
             time.sleep(0.1)
         yield broker
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 20) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``: for the processes a test started, never any other."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
 

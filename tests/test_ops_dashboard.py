@@ -19,7 +19,7 @@ import pytest
 from infra.redisproc import RedisServer, free_port
 
 from .api_helpers import OPERATOR, contract_body, declare_body
-from .broker_process import running_broker
+from .broker_process import running_broker, stop_process
 from .test_ops_alerts import PENDING_METRICS, RULES
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -87,13 +87,7 @@ class Prometheus:
             )
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
 
 async def _get(session: aiohttp.ClientSession, url: str, **params: str) -> dict[str, Any]:

@@ -40,16 +40,6 @@ def _timeseries(title: str, description: str, unit: str, *queries: prometheus.Da
     return panel
 
 
-def ports_in_use_vs_capacity() -> timeseries.Panel:
-    return _timeseries(
-        "Ports in use vs capacity, per outage and kind",
-        "Ports held by live leases, and each active outage's cap (8 audio, 10 video by contract).",
-        "short",
-        _query(f"max by (outage, kind) (backupplus_ports_in_use{{{OUTAGE}}})", "{{outage}} {{kind}} in use"),
-        _query(f"max by (outage, kind) (backupplus_ports_capacity{{{OUTAGE}}})", "{{outage}} {{kind}} capacity", "B"),
-    )
-
-
 def utilisation() -> stat.Panel:
     return (
         stat.Panel().title("Utilisation per outage and kind")
@@ -84,63 +74,68 @@ def admission_latency_heatmap() -> heatmap.Panel:
     )
 
 
-def admission_latency_quantiles() -> timeseries.Panel:
-    rate = "sum by (le) (rate(backupplus_admission_seconds_bucket[$__rate_interval]))"
-    return _timeseries(
+# Panels of one or two plain queries: (title, description, unit, [(expr, legend), ...]).
+_RATE_LE = "sum by (le) (rate(backupplus_admission_seconds_bucket[$__rate_interval]))"
+SIMPLE_PANELS: dict[str, tuple[str, str, str, list[tuple[str, str]]]] = {
+    "ports": (
+        "Ports in use vs capacity, per outage and kind",
+        "Ports held by live leases, and each active outage's cap (8 audio, 10 video by contract).",
+        "short",
+        [
+            (f"max by (outage, kind) (backupplus_ports_in_use{{{OUTAGE}}})", "{{outage}} {{kind}} in use"),
+            (f"max by (outage, kind) (backupplus_ports_capacity{{{OUTAGE}}})", "{{outage}} {{kind}} capacity"),
+        ],
+    ),
+    "latency": (
         "Admission latency p50 / p99",
         "Target: p99 at most 25 ms (the alert fires above it for 5 minutes).",
         "s",
-        _query(f"histogram_quantile(0.5, {rate})", "p50"),
-        _query(f"histogram_quantile(0.99, {rate})", "p99", "B"),
-    )
-
-
-def preemptions() -> timeseries.Panel:
-    return _timeseries(
+        [(f"histogram_quantile(0.5, {_RATE_LE})", "p50"), (f"histogram_quantile(0.99, {_RATE_LE})", "p99")],
+    ),
+    "preemptions": (
         "Preemptions",
         "Participants whose port went to a more important conference, by kind.",
         "short",
-        _query("sum by (kind) (increase(backupplus_preemptions_total[$__rate_interval]))", "{{kind}}"),
-    )
-
-
-def media_nodes() -> timeseries.Panel:
-    return _timeseries(
+        [("sum by (kind) (increase(backupplus_preemptions_total[$__rate_interval]))", "{{kind}}")],
+    ),
+    "media_nodes": (
         "Media nodes by state",
         "Ready nodes take conferences; draining ones finish theirs; dead ones stopped heartbeating.",
         "short",
-        _query("max by (state) (backupplus_media_nodes)", "{{state}}"),
-    )
-
-
-def media_sessions() -> timeseries.Panel:
-    return _timeseries(
+        [("max by (state) (backupplus_media_nodes)", "{{state}}")],
+    ),
+    "media_sessions": (
         "Media sessions, direct / relay",
         "Participants' media connections by path: direct, or relayed through TURN.",
         "short",
-        _query("sum by (path) (backupplus_media_sessions)", "{{path}}"),
-    )
-
-
-def deadlines() -> timeseries.Panel:
-    return _timeseries(
+        [("sum by (path) (backupplus_media_sessions)", "{{path}}")],
+    ),
+    "deadlines": (
         "SLA deadlines met / missed",
         "Acknowledgement and restore deadlines reached, by outcome (the alerts fire on any miss).",
         "short",
-        _query("sum by (deadline, result) (increase(backupplus_sla_deadlines_total[$__rate_interval]))",
-               "{{deadline}} {{result}}"),
-        _query("max(backupplus_outages_restore_overdue)", "active outages past their restore deadline", "B"),
-    )
-
-
-def outages_and_store() -> timeseries.Panel:
-    return _timeseries(
+        [
+            ("sum by (deadline, result) (increase(backupplus_sla_deadlines_total[$__rate_interval]))",
+             "{{deadline}} {{result}}"),
+            ("max(backupplus_outages_restore_overdue)", "active outages past their restore deadline"),
+        ],
+    ),
+    "outages_and_store": (
         "Outages and the store",
         "Outages by state; each broker process's view of Redis (1 reachable, 0 not).",
         "short",
-        _query("max by (state) (backupplus_outages)", "outages {{state}}"),
-        _query("backupplus_store_up", "Redis reachable from {{instance}}", "B"),
-    )
+        [
+            ("max by (state) (backupplus_outages)", "outages {{state}}"),
+            ("backupplus_store_up", "Redis reachable from {{instance}}"),
+        ],
+    ),
+}
+
+
+def simple(name: str) -> timeseries.Panel:
+    title, description, unit, queries = SIMPLE_PANELS[name]
+    refs = "ABCDEFGH"
+    return _timeseries(title, description, unit, *(_query(e, legend, refs[i]) for i, (e, legend) in enumerate(queries)))
 
 
 def build() -> dict[str, object]:
@@ -154,18 +149,18 @@ def build() -> dict[str, object]:
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
         )
         .with_row(dashboard.Row("Capacity"))
-        .with_panel(ports_in_use_vs_capacity())
+        .with_panel(simple("ports"))
         .with_panel(utilisation())
         .with_row(dashboard.Row("Admissions"))
         .with_panel(admissions_by_result())
         .with_panel(admission_latency_heatmap())
-        .with_panel(admission_latency_quantiles())
-        .with_panel(preemptions())
+        .with_panel(simple("latency"))
+        .with_panel(simple("preemptions"))
         .with_row(dashboard.Row("Media, deadlines, store"))
-        .with_panel(media_nodes())
-        .with_panel(media_sessions())
-        .with_panel(deadlines())
-        .with_panel(outages_and_store())
+        .with_panel(simple("media_nodes"))
+        .with_panel(simple("media_sessions"))
+        .with_panel(simple("deadlines"))
+        .with_panel(simple("outages_and_store"))
     )
     doc = dict(json.loads(json.dumps(board.build(), cls=JSONEncoder)))
     for number, panel in enumerate(doc["panels"], start=1):  # Grafana wants a unique id per panel
