@@ -16,9 +16,10 @@ from infra.redisconn import connect
 from infra.settings import Settings
 from quotas.secret import shared_secret
 
-from . import ops, v1
+from . import headers, ops, v1
 from .appkeys import BROKER, REDIS, SECRET, SETTINGS, TELEMETRY
 from .middleware import add_request_id_header, problem_middleware
+from .openapi import publish_openapi
 
 log = logging.getLogger("backupplus.app")
 
@@ -43,7 +44,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     interval = app[SETTINGS].sweep_interval_s
 
     # Stopped by an event, not by cancelling it: a cancel that lands inside a redis-py call can be
-    # swallowed there, and the task then slept on forever (seen: `serve` ignoring SIGTERM).
+    # swallowed there, and the task would then sleep on forever.
     stopping = asyncio.Event()
 
     async def loop() -> None:
@@ -83,9 +84,11 @@ def create_app(
     settings: Settings, *, media_plane: Callable[[web.Application], None] | None = None, pages: bool = True
 ) -> web.Application:
     """The broker's app. ``media_plane`` (given by the composition root) attaches the media plane:
-    it sets ``MEDIA_GATEWAY`` and adds its own cleanup contexts; without it offers answer 503."""
+    it sets ``MEDIA_GATEWAY`` and adds its own cleanup contexts; without it offers answer 503.
+    Every route must carry ``@doc`` (api/openapi.py): the app will not start otherwise."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    headers.install(app)
     app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_background_ctx)
@@ -98,4 +101,5 @@ def create_app(
         setup_pages(app)
     if media_plane is not None:
         media_plane(app)
+    app.on_startup.append(publish_openapi)
     return app

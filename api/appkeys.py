@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -22,3 +22,5 @@ MEDIA_GATEWAY: web.AppKey[MediaGateway] = web.AppKey("media_gateway")
 # HMAC secret shared by every broker process (kept in Redis, created once).
 SECRET = web.AppKey("secret", bytes)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
+# The OpenAPI document, built from the router when the app starts.
+OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")

@@ -154,6 +154,22 @@ class SessionAnswer(_Out):
     sdp: str
 
 
+class Health(_Out):
+    status: Literal["alive"]
+
+
+class MediaNodeCounts(_Out):
+    ready: int
+    draining: int
+    dead: int
+
+
+class Readiness(_Out):
+    status: Literal["ready"]
+    redis: Literal["ok"]
+    media_nodes: MediaNodeCounts
+
+
 class ProblemDetails(_Out):
     type: str
     title: str

@@ -1,109 +1,226 @@
-"""The OpenAPI 3.1 document, generated from the same pydantic models that validate requests."""
+"""The OpenAPI 3.1 document, derived from the app's router.
+
+Each handler declares its documentation next to its code with ``@doc``; ``openapi_document`` walks the
+router, so the document lists exactly the routes the app serves. Schemas come from the pydantic models
+that validate the requests, error responses from ``api.problems``. A route that is neither documented
+nor under ``UNDOCUMENTED`` stops the document from being built (and the app from starting).
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Any
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from broker.contracts import Contract
-
 from . import models, problems
+from .appkeys import OPENAPI, SETTINGS
+from .problems import PROBLEM_JSON, ProblemType
 
+# Routes outside the public HTTP interface, left out of the document: the pages' static files and the
+# media node's HMAC-signed internal calls (added by the composition root). A path prefix each.
+UNDOCUMENTED = ("/static", "/internal")
+
+Auth = Literal["operator", "operator or join token", "none"]
+_AUTH_TEXT = {
+    "operator": "Auth: operator bearer token.",
+    "operator or join token": "Auth: operator or join token (bearer).",
+    "none": "No authentication.",
+}
+# Every authenticated route can answer these; a JSON body and query parameters add their own.
+_AUTHENTICATED = (problems.UNAUTHORIZED, problems.FORBIDDEN, problems.STORE_UNAVAILABLE, problems.NOT_FOUND)
+_WITH_BODY = (problems.MALFORMED_JSON, problems.VALIDATION_FAILED, problems.BODY_TOO_LARGE)
 _REF = "#/components/schemas/{model}"
+_DOC_ATTR = "__openapi_doc__"
 
-# (method, path, summary, request model, success status, response model, list?, auth, error codes)
-_OPS: list[tuple[str, str, str, type[BaseModel] | None, int, type[BaseModel] | None, bool, str, list[str]]] = [
-    ("put", "/v1/contracts/{number}", "Create or replace a contract", Contract, 200, Contract, False, "operator", ["validation_failed"]),
-    ("get", "/v1/contracts/{number}", "Read a contract", None, 200, Contract, False, "operator", ["contract_not_found"]),
-    ("get", "/v1/contracts", "List contracts", None, 200, Contract, True, "operator", []),
-    ("get", "/v1/sla", "The SLA clock for a call taken at reported_at", None, 200, models.SlaAnswer, False, "operator", ["validation_failed"]),
-    ("post", "/v1/outages", "Declare a client's server down", models.OutageDeclare, 201, models.Outage, False, "operator",
-     ["contract_not_found", "not_eligible", "outage_already_active", "idempotency_key_reused", "validation_failed"]),
-    ("get", "/v1/outages", "List outages", None, 200, models.Outage, True, "operator", []),
-    ("get", "/v1/outages/{id}", "Read an outage", None, 200, models.Outage, False, "operator", ["outage_not_found"]),
-    ("post", "/v1/outages/{id}/restore", "The client's server is back", None, 200, models.Outage, False, "operator",
-     ["outage_not_found", "outage_not_active"]),
-    ("post", "/v1/outages/{id}/extend", "Move the outage window's end", models.OutageExtend, 200, models.Outage, False, "operator",
-     ["outage_not_found", "outage_not_active", "invalid_window"]),
-    ("post", "/v1/outages/{id}/conferences", "Create a substitute conference", models.ConferenceCreate, 201, models.Conference, False,
-     "operator", ["outage_not_found", "outage_not_active", "reserve_exceeds_capacity"]),
-    ("get", "/v1/outages/{id}/conferences", "List an outage's conferences", None, 200, models.Conference, True, "operator", ["outage_not_found"]),
-    ("get", "/v1/conferences/{id}", "Read a conference and its participants", None, 200, models.Conference, False, "operator or join token",
-     ["conference_not_found", "outage_ended"]),
-    ("delete", "/v1/conferences/{id}", "Close a conference", None, 204, None, False, "operator", ["conference_not_found"]),
-    ("post", "/v1/conferences/{id}/participants", "Admit a participant (takes one port)", models.ParticipantCreate, 201,
-     models.Participant, False, "operator or join token", ["capacity_exhausted", "outage_ended", "conference_not_found"]),
-    ("get", "/v1/participants/{id}", "Read a participant", None, 200, models.Participant, False, "operator or join token", ["participant_not_found"]),
-    ("delete", "/v1/participants/{id}", "Leave: the port is free at once", None, 204, None, False, "operator or join token", ["participant_not_found"]),
-    ("post", "/v1/participants/{id}/offer", "WebRTC offer -> answer (non-trickle ICE)", models.SessionDescription, 200,
-     models.SessionAnswer, False, "operator or join token", ["participant_gone", "no_media_node", "media_node_error"]),
-]
+H = TypeVar("H", bound=Callable[..., Any])
 
 
-@lru_cache(maxsize=4)
-def openapi_document(base_url: str) -> dict[str, Any]:
-    used = {m for op in _OPS for m in (op[3], op[5]) if m is not None} | {models.ProblemDetails}
-    _, schemas = models_json_schema(
-        [(m, "validation" if m in {op[3] for op in _OPS} else "serialization") for m in sorted(used, key=lambda m: m.__name__)],
-        ref_template=_REF,
-    )
-    components = schemas.get("$defs", {})
-    paths: dict[str, dict[str, Any]] = {}
-    by_code = {p.code: p for p in problems.ALL}
-    for method, path, summary, req, status, resp, many, auth, codes in _OPS:
-        op: dict[str, Any] = {
-            "summary": summary,
-            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('{', '').replace('}', '')}",
-            "description": f"Auth: {auth} bearer token.",
-            "security": [{"bearer": []}],
-            "responses": {},
-        }
-        params = [
-            {"name": name.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in path.split("/")
-            if name.startswith("{")
-        ]
-        if path == "/v1/sla":
-            params += [
-                {"name": "reported_at", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                {"name": "priority", "in": "query", "schema": {"enum": ["urgent", "medium", "low"]}},
-            ]
-        if path == "/v1/outages" and method == "get":
-            params.append({"name": "state", "in": "query", "schema": {"enum": ["active", "restored", "expired"]}})
-        if method == "post" and path == "/v1/outages":
-            params.append({"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "maxLength": 200}})
-        if params:
-            op["parameters"] = params
-        if req is not None:
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": _REF.format(model=req.__name__)}}},
-            }
-        if resp is None:
-            op["responses"][str(status)] = {"description": "Done"}
+@dataclass(frozen=True)
+class Content:
+    """A response body that is not a pydantic model: its media type and JSON Schema."""
+
+    media_type: str
+    schema: Mapping[str, Any]
+
+
+HTML = Content("text/html", {"type": "string"})
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query or header parameter; ``type`` is anything pydantic can describe (a Literal, datetime…)."""
+
+    name: str
+    where: Literal["query", "header"]
+    type: Any
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "in": self.where, "schema": TypeAdapter(self.type).json_schema()}
+
+
+def query(name: str, type_: Any) -> Param:
+    return Param(name, "query", type_)
+
+
+def header(name: str, type_: Any) -> Param:
+    return Param(name, "header", type_)
+
+
+@dataclass(frozen=True)
+class RouteDoc:
+    summary: str
+    auth: Auth
+    responses: Mapping[int, Any]  # status -> model class, list[model], Content, or None (no body)
+    body: type[BaseModel] | None = None
+    errors: tuple[ProblemType, ...] = ()
+    params: tuple[Param, ...] = ()
+
+
+def doc(
+    summary: str,
+    *,
+    auth: Auth,
+    responses: Mapping[int, Any],
+    body: type[BaseModel] | None = None,
+    errors: Iterable[ProblemType] = (),
+    params: Iterable[Param] = (),
+) -> Callable[[H], H]:
+    """Documents a handler: what it does, who may call it, what it takes and what it answers.
+    ``errors`` are the route's own problem codes; the ones every authenticated route or JSON body
+    can meet are added by the document."""
+    for status, reply in responses.items():
+        if not _describable(reply):
+            raise TypeError(f"@doc({summary!r}): the {status} reply must be a model, list[model], Content or None")
+    spec = RouteDoc(summary, auth, dict(responses), body, tuple(errors), tuple(params))
+
+    def mark(handler: H) -> H:
+        setattr(handler, _DOC_ATTR, spec)
+        return handler
+
+    return mark
+
+
+def doc_of(handler: Any) -> RouteDoc | None:
+    return getattr(handler, _DOC_ATTR, None)
+
+
+class UndocumentedRoute(Exception):
+    """A route of the router has no ``@doc`` and is not under ``UNDOCUMENTED``."""
+
+
+@dataclass(frozen=True)
+class DocumentedRoute:
+    method: str
+    path: str
+    handler: Callable[..., Any]
+    doc: RouteDoc
+
+
+def is_undocumented(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in UNDOCUMENTED)
+
+
+def documented_routes(router: web.UrlDispatcher) -> list[DocumentedRoute]:
+    """Every route of the router but HEAD and ``UNDOCUMENTED``, with its documentation."""
+    found, missing = [], []
+    for route in router.routes():
+        if route.method == "HEAD" or route.resource is None or is_undocumented(route.resource.canonical):
+            continue
+        path, spec = route.resource.canonical, doc_of(route.handler)
+        if spec is None:
+            missing.append(f"{route.method} {path} ({getattr(route.handler, '__qualname__', route.handler)})")
         else:
-            schema: dict[str, Any] = {"$ref": _REF.format(model=resp.__name__)}
-            if many:
-                schema = {"type": "array", "items": schema}
-            op["responses"][str(status)] = {"description": "OK", "content": {"application/json": {"schema": schema}}}
-            if method == "put":  # an upsert: 201 when it created the resource
-                op["responses"]["201"] = {"description": "Created", "content": {"application/json": {"schema": schema}}}
-        common = {"unauthorized", "forbidden", "store_unavailable", "not_found"}
-        if req is not None:
-            common |= {"malformed_json", "validation_failed", "body_too_large"}
-        if any(p["in"] == "query" for p in params):
-            common.add("validation_failed")
-        for code in sorted({*codes, *common}):
-            p = by_code[code]
-            entry = op["responses"].setdefault(
-                str(p.status),
-                {"description": "", "content": {"application/problem+json": {"schema": {"$ref": _REF.format(model="ProblemDetails")}}}},
-            )
-            entry["description"] = (entry["description"] + f" `{code}`: {p.title}.").strip()
-        paths.setdefault(path, {})[method] = op
+            found.append(DocumentedRoute(route.method, path, route.handler, spec))
+    if missing:
+        raise UndocumentedRoute("routes without @doc (api/openapi.py): " + ", ".join(missing))
+    return found
+
+
+def _is_model(value: Any) -> bool:
+    return isinstance(value, type) and issubclass(value, BaseModel)
+
+
+def _is_list(reply: Any) -> bool:
+    return get_origin(reply) is list
+
+
+def _describable(reply: Any) -> bool:
+    return reply is None or isinstance(reply, Content) or _is_model(reply) or (_is_list(reply) and _is_model(get_args(reply)[0]))
+
+
+def _models(routes: list[DocumentedRoute]) -> list[tuple[type[BaseModel], Literal["validation", "serialization"]]]:
+    bodies = {r.doc.body for r in routes if r.doc.body is not None}
+    replies = [get_args(m)[0] if _is_list(m) else m for r in routes for m in r.doc.responses.values()]
+    used = {m for m in [*bodies, *replies] if _is_model(m)}
+    used.add(models.ProblemDetails)
+    return [(m, "validation" if m in bodies else "serialization") for m in sorted(used, key=lambda m: m.__name__)]
+
+
+def _reply(status: int, reply: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": HTTPStatus(status).phrase}
+    if reply is None:
+        return out
+    if isinstance(reply, Content):
+        media_type, schema = reply.media_type, dict(reply.schema)
+    elif _is_list(reply):
+        media_type, schema = "application/json", {"type": "array", "items": {"$ref": _REF.format(model=get_args(reply)[0].__name__)}}
+    else:
+        media_type, schema = "application/json", {"$ref": _REF.format(model=reply.__name__)}
+    out["content"] = {media_type: {"schema": schema}}
+    return out
+
+
+def _problems(spec: RouteDoc) -> list[ProblemType]:
+    found = set(spec.errors)
+    if spec.auth != "none":
+        found.update(_AUTHENTICATED)
+    if spec.body is not None:
+        found.update(_WITH_BODY)
+    if any(p.where == "query" for p in spec.params):
+        found.add(problems.VALIDATION_FAILED)
+    return sorted(found, key=lambda p: p.code)
+
+
+def _operation(route: DocumentedRoute) -> dict[str, Any]:
+    spec = route.doc
+    op: dict[str, Any] = {
+        "summary": spec.summary,
+        "operationId": route.handler.__name__.lstrip("_"),
+        "description": _AUTH_TEXT[spec.auth],
+        "security": [] if spec.auth == "none" else [{"bearer": []}],
+        "responses": {str(status): _reply(status, reply) for status, reply in spec.responses.items()},
+    }
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"\{(\w+)\}", route.path)
+    ] + [p.spec() for p in spec.params]
+    if params:
+        op["parameters"] = params
+    if spec.body is not None:
+        ref = {"$ref": _REF.format(model=spec.body.__name__)}
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref}}}
+    for problem in _problems(spec):
+        entry = op["responses"].setdefault(str(problem.status), {"description": ""})
+        entry.setdefault("content", {})[PROBLEM_JSON] = {"schema": {"$ref": _REF.format(model="ProblemDetails")}}
+        entry["description"] = (entry["description"] + f" `{problem.code}`: {problem.title}.").strip()
+    return op
+
+
+def openapi_document(router: web.UrlDispatcher, base_url: str) -> dict[str, Any]:
+    routes = documented_routes(router)
+    ids = [r.handler.__name__.lstrip("_") for r in routes]
+    if len(ids) != len(set(ids)):  # the operationId
+        raise ValueError(f"two documented handlers share a name: {sorted(ids)}")
+    _, schemas = models_json_schema(_models(routes), ref_template=_REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -115,7 +232,12 @@ def openapi_document(base_url: str) -> dict[str, Any]:
         "servers": [{"url": base_url}],
         "paths": paths,
         "components": {
-            "schemas": components,
+            "schemas": schemas.get("$defs", {}),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+async def publish_openapi(app: web.Application) -> None:
+    """``on_startup``: builds the document once the router holds every route (an undocumented one fails here)."""
+    app[OPENAPI] = openapi_document(app.router, app[SETTINGS].base_url)

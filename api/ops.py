@@ -9,9 +9,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from quotas.nodes import node_states
 
-from . import problems
-from .appkeys import REDIS, SETTINGS, TELEMETRY
-from .openapi import openapi_document
+from . import models, problems
+from .appkeys import OPENAPI, REDIS, TELEMETRY
+from .openapi import Content, doc
 from .problems import Problem
 
 log = logging.getLogger("backupplus.api")
@@ -19,11 +19,18 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
+@doc("Liveness: the process answers", auth="none", responses={200: models.Health})
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "alive"})
 
 
 @routes.get("/readyz")
+@doc(
+    "Readiness: Redis answers and a media node is ready",
+    auth="none",
+    responses={200: models.Readiness},
+    errors=[problems.STORE_UNAVAILABLE, problems.NO_MEDIA_NODE],
+)
 async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[REDIS].ping()
@@ -37,11 +44,18 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@doc(
+    "Prometheus metrics: the ledger's usage and this process's counters",
+    auth="none",
+    responses={200: Content(CONTENT_TYPE_LATEST.split(";")[0], {"type": "string"})},
+    errors=[problems.STORE_UNAVAILABLE],
+)
 async def metrics(request: web.Request) -> web.Response:
     body = await request.app[TELEMETRY].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/openapi.json")
+@doc("This document", auth="none", responses={200: Content("application/json", {"type": "object"})})
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document(request.app[SETTINGS].base_url))
+    return web.json_response(request.app[OPENAPI])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from broker import sla
 from broker.contracts import Contract
@@ -18,6 +18,7 @@ from broker.service import Broker, iso
 from . import models, problems
 from .appkeys import BROKER, MEDIA_GATEWAY, SECRET, SETTINGS, TELEMETRY
 from .auth import Principal, authenticate, sign_join_token
+from .openapi import doc, header, query
 from .problems import Problem
 
 M = TypeVar("M", bound=BaseModel)
@@ -60,6 +61,13 @@ def _conference_out(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]
 
 # --- contracts -------------------------------------------------------------------------------------
 @routes.put("/v1/contracts/{number}")
+@doc(
+    "Create or replace a contract",
+    auth="operator",
+    body=Contract,
+    responses={200: Contract, 201: Contract},
+    errors=[problems.VALIDATION_FAILED],
+)
 async def put_contract(request: web.Request) -> web.Response:
     broker = operator(request)
     contract = await read_model(request, Contract)
@@ -76,6 +84,7 @@ async def put_contract(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/contracts/{number}")
+@doc("Read a contract", auth="operator", responses={200: Contract}, errors=[problems.CONTRACT_NOT_FOUND])
 async def get_contract(request: web.Request) -> web.Response:
     broker = operator(request)
     contract = await broker.contracts.get(request.match_info["number"])
@@ -85,6 +94,7 @@ async def get_contract(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/contracts")
+@doc("List contracts", auth="operator", responses={200: list[Contract]})
 async def list_contracts(request: web.Request) -> web.Response:
     broker = operator(request)
     return _json([c.model_dump(mode="json") for c in await broker.contracts.list()])
@@ -92,6 +102,12 @@ async def list_contracts(request: web.Request) -> web.Response:
 
 # --- SLA -------------------------------------------------------------------------------------------
 @routes.get("/v1/sla")
+@doc(
+    "The SLA clock for a call taken at reported_at",
+    auth="operator",
+    responses={200: models.SlaAnswer},
+    params=[query("reported_at", datetime), query("priority", models.Priority)],
+)
 async def get_sla(request: web.Request) -> web.Response:
     operator(request)
     priority = request.query.get("priority", "urgent")
@@ -129,6 +145,19 @@ async def get_sla(request: web.Request) -> web.Response:
 
 # --- outages ---------------------------------------------------------------------------------------
 @routes.post("/v1/outages")
+@doc(
+    "Declare a client's server down",
+    auth="operator",
+    body=models.OutageDeclare,
+    responses={201: models.Outage},
+    errors=[
+        problems.CONTRACT_NOT_FOUND,
+        problems.NOT_ELIGIBLE,
+        problems.OUTAGE_ALREADY_ACTIVE,
+        problems.IDEMPOTENCY_KEY_REUSED,
+    ],
+    params=[header("Idempotency-Key", Annotated[str, Field(min_length=1, max_length=200)])],
+)
 async def declare_outage(request: web.Request) -> web.Response:
     broker = operator(request)
     body = await read_model(request, models.OutageDeclare)
@@ -143,6 +172,9 @@ async def declare_outage(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/outages")
+@doc(
+    "List outages", auth="operator", responses={200: list[models.Outage]}, params=[query("state", models.OutageState)]
+)
 async def list_outages(request: web.Request) -> web.Response:
     broker = operator(request)
     state = request.query.get("state")
@@ -155,16 +187,30 @@ async def list_outages(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/outages/{id}")
+@doc("Read an outage", auth="operator", responses={200: models.Outage}, errors=[problems.OUTAGE_NOT_FOUND])
 async def get_outage(request: web.Request) -> web.Response:
     return _json(await operator(request).get_outage(request.match_info["id"]))
 
 
 @routes.post("/v1/outages/{id}/restore")
+@doc(
+    "The client's server is back",
+    auth="operator",
+    responses={200: models.Outage},
+    errors=[problems.OUTAGE_NOT_FOUND, problems.OUTAGE_NOT_ACTIVE],
+)
 async def restore_outage(request: web.Request) -> web.Response:
     return _json(await operator(request).end_outage(request.match_info["id"], "restored"))
 
 
 @routes.post("/v1/outages/{id}/extend")
+@doc(
+    "Move the outage window's end",
+    auth="operator",
+    body=models.OutageExtend,
+    responses={200: models.Outage},
+    errors=[problems.OUTAGE_NOT_FOUND, problems.OUTAGE_NOT_ACTIVE, problems.INVALID_WINDOW],
+)
 async def extend_outage(request: web.Request) -> web.Response:
     broker = operator(request)
     body = await read_model(request, models.OutageExtend)
@@ -173,6 +219,13 @@ async def extend_outage(request: web.Request) -> web.Response:
 
 # --- conferences -----------------------------------------------------------------------------------
 @routes.post("/v1/outages/{id}/conferences")
+@doc(
+    "Create a substitute conference",
+    auth="operator",
+    body=models.ConferenceCreate,
+    responses={201: models.Conference},
+    errors=[problems.OUTAGE_NOT_FOUND, problems.OUTAGE_NOT_ACTIVE, problems.RESERVE_EXCEEDS_CAPACITY],
+)
 async def create_conference(request: web.Request) -> web.Response:
     broker = operator(request)
     body = await read_model(request, models.ConferenceCreate)
@@ -181,6 +234,12 @@ async def create_conference(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/outages/{id}/conferences")
+@doc(
+    "List an outage's conferences",
+    auth="operator",
+    responses={200: list[models.Conference]},
+    errors=[problems.OUTAGE_NOT_FOUND],
+)
 async def list_conferences(request: web.Request) -> web.Response:
     broker = operator(request)
     docs = await broker.list_conferences(request.match_info["id"])
@@ -188,6 +247,12 @@ async def list_conferences(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/conferences/{id}")
+@doc(
+    "Read a conference and its participants",
+    auth="operator or join token",
+    responses={200: models.Conference},
+    errors=[problems.CONFERENCE_NOT_FOUND, problems.OUTAGE_ENDED],
+)
 async def get_conference(request: web.Request) -> web.Response:
     who = principal(request)
     conference_id = request.match_info["id"]
@@ -197,6 +262,7 @@ async def get_conference(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v1/conferences/{id}")
+@doc("Close a conference", auth="operator", responses={204: None}, errors=[problems.CONFERENCE_NOT_FOUND])
 async def delete_conference(request: web.Request) -> web.Response:
     await operator(request).delete_conference(request.match_info["id"])
     return web.Response(status=204)
@@ -204,6 +270,13 @@ async def delete_conference(request: web.Request) -> web.Response:
 
 # --- participants ----------------------------------------------------------------------------------
 @routes.post("/v1/conferences/{id}/participants")
+@doc(
+    "Admit a participant (takes one port)",
+    auth="operator or join token",
+    body=models.ParticipantCreate,
+    responses={201: models.Participant},
+    errors=[problems.CAPACITY_EXHAUSTED, problems.OUTAGE_ENDED, problems.CONFERENCE_NOT_FOUND],
+)
 async def admit_participant(request: web.Request) -> web.Response:
     who = principal(request)
     conference_id = request.match_info["id"]
@@ -242,11 +315,23 @@ async def _participant_for(request: web.Request) -> dict[str, Any]:
 
 
 @routes.get("/v1/participants/{id}")
+@doc(
+    "Read a participant",
+    auth="operator or join token",
+    responses={200: models.Participant},
+    errors=[problems.PARTICIPANT_NOT_FOUND],
+)
 async def get_participant(request: web.Request) -> web.Response:
     return _json(await _participant_for(request))
 
 
 @routes.delete("/v1/participants/{id}")
+@doc(
+    "Leave: the port is free at once",
+    auth="operator or join token",
+    responses={204: None},
+    errors=[problems.PARTICIPANT_NOT_FOUND],
+)
 async def delete_participant(request: web.Request) -> web.Response:
     who = principal(request)
     await request.app[BROKER].leave(request.match_info["id"], None if who.operator else who.conference_id)
@@ -254,6 +339,13 @@ async def delete_participant(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/participants/{id}/offer")
+@doc(
+    "WebRTC offer -> answer (non-trickle ICE)",
+    auth="operator or join token",
+    body=models.SessionDescription,
+    responses={200: models.SessionAnswer},
+    errors=[problems.PARTICIPANT_GONE, problems.NO_MEDIA_NODE, problems.MEDIA_NODE_ERROR],
+)
 async def participant_offer(request: web.Request) -> web.Response:
     participant = await _participant_for(request)
     body = await read_model(request, models.SessionDescription)

@@ -4,8 +4,8 @@ One server (with its in-process media node) per module; every test declares its 
 own contract. Pages are driven through the hooks API.md fixes: `?name=&kind=&autojoin=1`,
 `document.body.dataset.state`, remote video in `<video>`, the console's `input[name=token]` + Enter.
 
-States are awaited with `page.wait_for_function("document.body.dataset.state === ...")`, the way an
-outside check following API.md would (the CSP allows the eval() that Playwright needs for it).
+States are awaited with `page.wait_for_function("() => document.body.dataset.state === ...")`, the way
+an outside check following API.md would: a function predicate, which the CSP (no 'unsafe-eval') allows.
 
 Set BACKUPPLUS_DOCS_SCREENSHOTS=1 to refresh docs/img/*.png.
 """
@@ -239,7 +239,7 @@ def pages(browser: Any) -> Iterator[Pages]:
 
 
 def _state(page: Any, state: str, timeout: float = 20) -> None:
-    page.wait_for_function(f"document.body.dataset.state === {json.dumps(state)}", timeout=timeout * 1000)
+    page.wait_for_function(f"() => document.body.dataset.state === {json.dumps(state)}", timeout=timeout * 1000)
 
 
 RECORD_STATES_JS = """() => {

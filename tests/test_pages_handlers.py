@@ -47,7 +47,7 @@ def _assert_strict_csp(resp) -> None:  # type: ignore[no-untyped-def]
     csp = resp.headers["Content-Security-Policy"]
     assert csp == CSP
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
-    assert directives["script-src"] == "'self' 'unsafe-eval'"  # for automation's wait_for_function
+    assert directives["script-src"] == "'self'"  # no 'unsafe-eval' nor 'unsafe-inline'
     assert directives["style-src"] == "'self'"
     assert directives["connect-src"] == "'self'"
     assert directives["media-src"] == "'self' blob: mediastream:"
