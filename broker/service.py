@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from infra import logcontext
 from infra.settings import Settings
 from quotas import keys
 from quotas.ledger import PortLedger
@@ -24,6 +25,7 @@ from quotas.scripts import ScriptRunner
 
 from . import errors, ids, sla
 from .contracts import ContractStore, check_eligibility
+from .webhooks import Webhooks
 
 Clock = Callable[[], datetime]
 
@@ -64,6 +66,7 @@ class Broker:
         self._scripts = ScriptRunner(redis)
         self.contracts = ContractStore(redis)
         self.clock = clock
+        self.webhooks = Webhooks(redis, settings)
 
     # --- outages -----------------------------------------------------------------------------------
     async def declare_outage(self, body: dict[str, Any], idempotency_key: str | None = None) -> tuple[dict, bool]:
@@ -129,12 +132,14 @@ class Broker:
                 )
         try:
             seq = await self.redis.incr(keys.TICKET_SEQ)
+            ticket_number = f"BP-{now.astimezone(sla.PARIS).year}-{seq:06d}"
+            logcontext.bind(outage=outage_id, ticket=ticket_number)
             doc = {
                 "id": outage_id,
                 "contract": contract.number,
                 "client": contract.client.company,
                 "serial": body["serial"],
-                "ticket": {"number": f"BP-{now.astimezone(sla.PARIS).year}-{seq:06d}", **ticket_in},
+                "ticket": {"number": ticket_number, **ticket_in},
                 "reported_at": iso(times.reported_at),
                 "taken_at": iso(times.taken_at),
                 "ack_deadline": iso(times.ack_deadline),
@@ -157,7 +162,9 @@ class Broker:
         except BaseException:
             await self._scripts.call("del_if_equal", [marker], [outage_id])
             raise
-        return await self.get_outage(outage_id)
+        outage = await self.get_outage(outage_id)
+        await self.webhooks.outage_declared(outage)
+        return outage
 
     async def _state(self, outage_id: str) -> str | None:
         value = await self.redis.hget(keys.outage_doc(outage_id), "state")
@@ -223,6 +230,7 @@ class Broker:
         await self.publish(
             {"type": "outage_ended", "outage": outage_id, "state": state, "participants": released}
         )
+        await self.webhooks.outage_ended(doc, state, released)
 
     async def extend_outage(self, outage_id: str, window_ends_at: datetime) -> dict:
         found = await self._raw_outage(outage_id)
@@ -377,6 +385,7 @@ class Broker:
         if outage_id is None or not ids.is_conference_id(conference_id):
             raise errors.ConferenceNotFound(f"No conference {conference_id!r}")
         participant_id = ids.new_participant_id(outage_id)
+        logcontext.bind(outage=outage_id, conference=conference_id, participant=participant_id)
         now = self.clock()
         doc = {
             "id": participant_id,
@@ -408,6 +417,7 @@ class Broker:
                 raise errors.OutageEnded("This substitute conference has ended", reason=f"outage_{state}")
             raise errors.ConferenceNotFound(f"No conference {conference_id!r}")
         if result.status == "full":
+            await self.webhooks.capacity_exhausted(outage_id, conference_id, result)
             raise errors.CapacityExhausted(
                 f"All {result.capacity} {result.kind} ports of this outage are in use",
                 kind=result.kind,

@@ -2,32 +2,77 @@
 
 Gauges of shared state (ports, outages, media nodes) are read from Redis at scrape time, so whichever
 broker process answers reports the same truth; counters and the admission histogram are per process.
+When Redis cannot be read, /metrics still answers: ``backupplus_store_up`` says 0 and the gauges read
+from Redis are left out (stale or default figures, such as zero media nodes, would raise false alerts).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Protocol
+
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from .admissions import AdmissionMetrics
 from .media_nodes import MediaNodesCollector
 from .outages import OutagesCollector
 from .ports import PortsCollector
+from .store import StoreMetrics
+
+log = logging.getLogger("backupplus.telemetry")
+REFRESH_TIMEOUT_S = 5.0
+
+
+class _ScrapedCollector(Protocol):
+    async def refresh(self) -> None: ...
+    def describe(self) -> Iterator[Metric]: ...
+    def collect(self) -> Iterator[Metric]: ...
+
+
+class _WhileFresh(Collector):
+    """A collector read from Redis, reported only when its last read worked."""
+
+    def __init__(self, inner: _ScrapedCollector) -> None:
+        self.inner = inner
+        self.fresh = False
+
+    def describe(self) -> Iterator[Metric]:
+        return self.inner.describe()
+
+    def collect(self) -> Iterator[Metric]:
+        return self.inner.collect() if self.fresh else iter(())
 
 
 class Telemetry:
     def __init__(self, redis: aioredis.Redis) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.admissions = AdmissionMetrics(self.registry)
-        self._scraped: list[PortsCollector | OutagesCollector | MediaNodesCollector] = [
-            PortsCollector(redis),
-            OutagesCollector(redis),
-            MediaNodesCollector(redis),
+        self.store = StoreMetrics(redis, self.registry)
+        self._scraped = [
+            _WhileFresh(PortsCollector(redis)),
+            _WhileFresh(OutagesCollector(redis)),
+            _WhileFresh(MediaNodesCollector(redis)),
         ]
         for collector in self._scraped:
             self.registry.register(collector)
 
     async def render(self) -> bytes:
         for collector in self._scraped:
-            await collector.refresh()
+            collector.fresh = False
+        if await self.store.refresh():
+            try:
+                await asyncio.wait_for(self._refresh_scraped(), REFRESH_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - Redis failed mid-scrape: report what is known
+                log.warning("metrics: reading Redis failed: %s: %s", type(exc).__name__, exc)
+                self.store.up = False
         return generate_latest(self.registry)
+
+    async def _refresh_scraped(self) -> None:
+        for collector in self._scraped:
+            await collector.inner.refresh()
+            collector.fresh = True
