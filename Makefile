@@ -15,7 +15,7 @@ test: setup-test
 	.venv/bin/python -m pytest -q $(ARGS)
 
 lint: setup-test
-	.venv/bin/ruff check backupplus infra broker quotas media api loadtests tests benchmarks
+	.venv/bin/ruff check backupplus infra broker quotas media api loadtests tests benchmarks ops
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 

@@ -11,13 +11,14 @@ from aiohttp import web
 
 from broker.service import Broker
 from broker.telemetry import Telemetry
+from broker.webhooks import WebhookWorker
 from infra.redisconn import StoreClient, check_store, store_client
 from infra.settings import Settings
 from quotas.secret import shared_secret
 
 from . import headers, ops, v1
 from .appkeys import BROKER, REDIS, SECRET, SETTINGS, TELEMETRY
-from .middleware import problem_middleware
+from .middleware import add_request_id_header, problem_middleware
 from .openapi import publish_openapi
 
 log = logging.getLogger("backupplus.app")
@@ -83,6 +84,18 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Delivers queued webhook events; every process runs a worker (broker.webhooks)."""
+    if not app[SETTINGS].webhook_urls:
+        yield
+        return
+    worker = WebhookWorker(app[REDIS], app[SETTINGS])
+    app[BROKER].webhooks.wake = worker.wake
+    worker.start()
+    yield
+    await worker.stop()
+
+
 def create_app(
     settings: Settings, *, media_plane: Callable[[web.Application], None] | None = None, pages: bool = True
 ) -> web.Application:
@@ -92,8 +105,10 @@ def create_app(
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     headers.install(app)
+    app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_background_ctx)
+    app.cleanup_ctx.append(_webhooks_ctx)
     for table in v1.ROUTES:
         app.add_routes(table)
     app.add_routes(ops.routes)

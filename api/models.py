@@ -257,6 +257,7 @@ class ProblemDetails(_Out):
     status: int
     detail: str
     code: str
+    request_id: str | None = Field(None, description="The request's X-Request-Id: quote it to the operators")
 
 
 def field_errors(exc: Any) -> list[dict[str, Any]]:

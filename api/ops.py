@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -12,6 +14,7 @@ from .appkeys import HEALTH_CHECK, OPENAPI, REDIS, TELEMETRY
 from .openapi import Content, doc
 from .problems import Problem
 
+log = logging.getLogger("backupplus.api")
 routes = web.RouteTableDef()
 
 
@@ -38,7 +41,8 @@ async def readyz(request: web.Request) -> web.Response:
         await request.app[REDIS].ping()
         nodes = await node_states(request.app[REDIS])
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means not ready
-        raise Problem(problems.STORE_UNAVAILABLE, f"Redis is unreachable: {exc}") from None
+        log.warning("readyz: Redis is unreachable: %s: %s", type(exc).__name__, exc)
+        raise Problem(problems.STORE_UNAVAILABLE, "Redis is unreachable") from None
     if nodes["ready"] == 0:
         raise Problem(problems.NO_MEDIA_NODE, "Redis is reachable but no media node is ready", media_nodes=nodes)
     return web.json_response({"status": "ready", "redis": "ok", "media_nodes": nodes})

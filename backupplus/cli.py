@@ -5,10 +5,11 @@ and ``loadtest`` (loadtests.runner), which own their own parsers."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from infra import eventloop
+from pydantic import ValidationError
+
+from infra import eventloop, logsetup
 from infra.settings import Settings
 
 from . import hotline, serve
@@ -34,6 +35,10 @@ def _serve_parser(sub: argparse._SubParsersAction, settings: Settings) -> None: 
                         "each write (default $BACKUPPLUS_DURABILITY or standard)")
     p.add_argument("--loop", choices=eventloop.CHOICES, default=None,
                    help="event loop (default $BACKUPPLUS_LOOP or auto: uvloop when installed)")
+    p.add_argument("--webhook-url", action="append", default=None,
+                   help="POST signed events to this URL (repeatable; default $BACKUPPLUS_WEBHOOK_URLS)")
+    p.add_argument("--webhook-secret", default=None,
+                   help="Standard Webhooks secret, whsec_… (prefer $BACKUPPLUS_WEBHOOK_SECRET: flags show in ps)")
     p.set_defaults(func=serve.cmd_serve)
 
 
@@ -74,6 +79,8 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     settings = settings or Settings.from_env()
     parser = argparse.ArgumentParser(prog="backupplus", description="Backup+ conferencing resource broker")
     parser.add_argument("--log-level", default=settings.log_level)
+    parser.add_argument("--log-format", choices=["text", "json"], default=settings.log_format,
+                        help="text (readable) or json (one object a line); default $BACKUPPLUS_LOG_FORMAT or text")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub, settings)
     _outage_parser(sub, settings)
@@ -93,12 +100,26 @@ def main(argv: list[str] | None = None) -> int:
         from loadtests.runner import main as loadtest_main
 
         return loadtest_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        settings = Settings.from_env()
+        args = build_parser(settings).parse_args(argv)
+        secrets = [*settings.operator_tokens, settings.token or "", getattr(args, "webhook_secret", None) or ""]
+        if settings.webhook_secret is not None:
+            secrets.append(settings.webhook_secret.get_secret_value())
+        logsetup.configure(args.log_level, args.log_format, secrets=secrets)
         return int(args.func(args))
     except hotline.ApiError as exc:
         return hotline.report_api_error(exc)
+    except ValidationError as exc:
+        return _report_bad_settings(exc)
+
+
+def _report_bad_settings(exc: ValidationError) -> int:
+    """A configuration error, said plainly and without echoing the values (one may be a secret)."""
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        print(f"backupplus: bad setting {where}: {error['msg']}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         media=False if args.no_media else None,
         loop=args.loop,
         durability=args.durability,
+        webhook_urls=tuple(args.webhook_url) if args.webhook_url else None,
+        webhook_secret=args.webhook_secret,
+        log_format=args.log_format,
     )
 
 

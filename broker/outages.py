@@ -20,6 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from infra import logcontext
 from infra.settings import Settings
 from infra.text import as_str
 from quotas import keys
@@ -29,6 +30,7 @@ from quotas.scripts import ScriptRunner
 from . import errors, ids, sla
 from .contracts import Contract, ContractStore, check_eligibility
 from .tickets import TicketBook
+from .webhooks import Webhooks
 
 log = logging.getLogger("backupplus.outages")
 Clock = Callable[[], datetime]
@@ -69,7 +71,7 @@ def _differs(given: str | None, known: str) -> bool:
 class OutageDesk:
     def __init__(
         self, redis: aioredis.Redis, settings: Settings, ledger: PortLedger, scripts: ScriptRunner,
-        contracts: ContractStore, tickets: TicketBook, clock: Clock,
+        contracts: ContractStore, tickets: TicketBook, webhooks: Webhooks, clock: Clock,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -77,6 +79,7 @@ class OutageDesk:
         self._scripts = scripts
         self.contracts = contracts
         self.tickets = tickets
+        self.webhooks = webhooks
         self.clock = clock
 
     # --- declaring ---------------------------------------------------------------------------------
@@ -106,6 +109,7 @@ class OutageDesk:
 
     async def _intake(self, raw: Any, validate: Callable[[Any], Declaration], by: str) -> dict[str, Any]:
         number = await self.tickets.open(raw, by)
+        logcontext.bind(ticket=number)
         try:
             request = validate(raw)
         except errors.ValidationFailed as exc:
@@ -158,6 +162,7 @@ class OutageDesk:
             await self.tickets.close(ticket_number, refusal)
             raise
         await self.tickets.close(ticket_number, {"outcome": "outage", "outage_id": outage["id"]})
+        await self.webhooks.outage_declared(outage)
         return outage
 
     async def _declare(self, request: Declaration, ticket_number: str) -> dict[str, Any]:
@@ -173,6 +178,7 @@ class OutageDesk:
         equipment = contract.find_equipment(request.serial)
         assert equipment is not None  # eligibility checked it
         outage_id = ids.new_outage_id()
+        logcontext.bind(outage=outage_id)
         marker = keys.server_outage(contract.number, equipment.serial)
         await self._claim_server(marker, outage_id, contract, equipment.serial)
         try:
@@ -324,10 +330,13 @@ class OutageDesk:
         """Records taking charge once; a second call returns the first."""
         doc, _ = await self.require(outage_id)
         deadline = datetime.fromisoformat(doc["ack_deadline"])
-        _, _, counted = await self.ledger.acknowledge(outage_id, by, ms(deadline))
+        status, _, counted = await self.ledger.acknowledge(outage_id, by, ms(deadline))
         if counted:
             await self.redis.hincrby(keys.SLA_DEADLINES, f"ack:{counted}", 1)  # type: ignore[misc]
-        return await self.get(outage_id)
+        outage = await self.get(outage_id)
+        if status == "acknowledged":
+            await self.webhooks.outage_acknowledged(outage)
+        return outage
 
     async def set_planned_end(self, outage_id: str, when: datetime | None, by: str = "") -> dict[str, Any]:
         """Sets (or clears, with None) a planned end of Backup+; participants are warned before it."""
@@ -363,6 +372,7 @@ class OutageDesk:
         event = {"type": "outage_ended", "outage": outage_id, "state": "restored", "reason": reason,
                  "participants": released}
         await self.redis.publish(keys.EVENTS, json.dumps(event))
+        await self.webhooks.outage_ended({**doc, "end_reason": reason}, "restored", released)
 
     # --- what every broker does in the background ---------------------------------------------------
     async def lifecycle_tick(self) -> list[str]:
@@ -383,6 +393,8 @@ class OutageDesk:
             for deadline, result in (("ack", ack), ("restore", restore)):
                 if result:
                     await self.redis.hincrby(keys.SLA_DEADLINES, f"{deadline}:{result}", 1)  # type: ignore[misc]
+            if restore:
+                await self.webhooks.outage_restore_overdue(doc)
             planned = fields.get("window_ends_at")
             if planned and datetime.fromisoformat(planned) <= now:
                 try:

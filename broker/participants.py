@@ -12,12 +12,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from infra import logcontext
 from infra.settings import Settings
 from quotas import keys
 from quotas.ledger import LedgerParticipant, PortLedger, RateLimit
 
 from . import errors, ids
 from .outages import OutageDesk, iso, iso_ms
+from .webhooks import Webhooks
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,13 @@ def _fingerprint(conference_id: str, display_name: str, kind: str, downgrade: bo
 class ParticipantDesk:
     def __init__(
         self, redis: aioredis.Redis, settings: Settings, ledger: PortLedger, outages: OutageDesk,
-        clock: Callable[[], datetime],
+        webhooks: Webhooks, clock: Callable[[], datetime],
     ) -> None:
         self.redis = redis
         self.settings = settings
         self.ledger = ledger
         self.outages = outages
+        self.webhooks = webhooks
         self.clock = clock
 
     async def admit(
@@ -51,6 +54,7 @@ class ParticipantDesk:
         if outage_id is None or not ids.is_conference_id(conference_id):
             raise errors.ConferenceNotFound(f"No conference {conference_id!r}")
         participant_id = ids.new_participant_id(outage_id)
+        logcontext.bind(outage=outage_id, conference=conference_id, participant=participant_id)
         doc = {"id": participant_id, "conference": conference_id, "outage": outage_id, "display_name": display_name,
                "requested_kind": kind, "admitted_at": iso(self.clock())}
         idempotency = None
@@ -77,6 +81,7 @@ class ParticipantDesk:
         if result.status == "idempotency_mismatch":
             raise errors.IdempotencyKeyReused("This Idempotency-Key was used for a different admission")
         if result.status == "full":
+            await self.webhooks.capacity_exhausted(outage_id, conference_id, result)
             what = (f"This conference may hold at most {result.capacity} {result.kind} ports"
                     if result.reason == "conference_max" else
                     f"All {result.capacity} {result.kind} ports of this outage are in use by conferences at least "
@@ -84,6 +89,10 @@ class ParticipantDesk:
             raise errors.CapacityExhausted(
                 what, kind=result.kind, capacity=result.capacity, in_use=result.in_use, reason=result.reason,
                 retry_after=self.settings.retry_after_s,
+            )
+        if result.preempted and result.preempted_conference and result.kind:
+            await self.webhooks.participant_preempted(
+                outage_id, result.preempted_conference, result.preempted, result.kind, conference_id
             )
         replayed = result.participant_id != participant_id
         participant = await self.get(result.participant_id) if replayed else {

@@ -21,6 +21,7 @@ from .contracts import ContractStore
 from .outages import OutageDesk, iso
 from .participants import Admission, ParticipantDesk
 from .tickets import TicketBook
+from .webhooks import Webhooks
 
 __all__ = ["Admission", "Broker", "iso", "utc_now"]
 
@@ -36,11 +37,13 @@ class Broker:
         self.clock = clock
         scripts = ScriptRunner(redis)
         self.ledger = PortLedger(redis, scripts)
+        self.webhooks = Webhooks(redis, settings)
         self.contracts = ContractStore(redis)
         self.tickets = TicketBook(redis, scripts, clock)
-        self.outages = OutageDesk(redis, settings, self.ledger, scripts, self.contracts, self.tickets, clock)
+        self.outages = OutageDesk(redis, settings, self.ledger, scripts, self.contracts, self.tickets, self.webhooks,
+                                  clock)
         self.conferences = ConferenceDesk(redis, settings, self.ledger, self.outages, clock)
-        self.participants = ParticipantDesk(redis, settings, self.ledger, self.outages, clock)
+        self.participants = ParticipantDesk(redis, settings, self.ledger, self.outages, self.webhooks, clock)
 
     async def start(self) -> None:
         """What a broker checks and prepares once before it serves."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 
 class Settings(BaseModel):
@@ -79,6 +80,55 @@ class Settings(BaseModel):
                 f"durability_wait_ms ({self.durability_wait_ms}) must be below redis_command_timeout_s "
                 f"({self.redis_command_timeout_s} s)"
             )
+        return self
+
+    # --- operations (issue 17)
+    # Log lines: "text" (readable, the default) or "json" (one object a line, with the request's ids).
+    log_format: str = Field("text", pattern="^(text|json)$")
+    # Webhook receivers (BACKUPPLUS_WEBHOOK_URLS: comma-separated) and their Standard Webhooks secret
+    # ("whsec_" + base64, 24 to 64 bytes); events are signed with it.
+    webhook_urls: tuple[str, ...] = ()
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = 10.0  # one delivery attempt
+    webhook_retry_base_s: float = 5.0  # first retry after this; doubled each attempt (with jitter)
+    webhook_retry_max_s: float = 3600.0  # longest wait between two attempts
+    webhook_dead_after_s: float = 86400.0  # undelivered this long after the event: dead-letter list
+    webhook_poll_s: float = 1.0  # how often a worker looks for due deliveries
+    webhook_capacity_every_s: float = 60.0  # capacity.exhausted at most this often per outage and kind
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(u.strip() for u in value.replace(" ", ",").split(",") if u.strip())
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhook URL must be http:// or https://: {url!r}")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _standard_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value()
+        try:
+            raw = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+        except ValueError:
+            raw = b""
+        if not text.startswith("whsec_") or not 24 <= len(raw) <= 64:
+            raise ValueError("webhook secret must be 'whsec_' + base64 of 24 to 64 random bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_secret_given(self) -> Settings:
+        if self.webhook_urls and not self.webhook_secret:
+            raise ValueError("--webhook-url needs --webhook-secret (or BACKUPPLUS_WEBHOOK_SECRET)")
         return self
 
     @classmethod

@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from infra.redisproc import RedisServer, free_port
+from tests.broker_process import stop_process
 from tests.chromium import CHROMIUM_ARGS, require_chromium
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -111,12 +111,7 @@ def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
             time.sleep(0.2)
         yield Api(base)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 _contract_numbers = itertools.count(1)

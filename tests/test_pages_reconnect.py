@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from infra.redisproc import RedisServer, free_port
+from tests.broker_process import stop_process
 from tests.test_pages_browser import (  # noqa: F401 - fixtures
     FRAMES_JS,
     OPERATOR,
@@ -38,13 +39,7 @@ def _spawn(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    stop_process(proc, grace_s=15)
 
 
 def _ready(base: str, log: Path, proc: subprocess.Popen[bytes], timeout: float = 45) -> None:

@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 # Admission is one Redis script call: buckets from 0.25 ms to 1 s.
 _BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+KINDS = ("audio", "video")
+RESULTS = ("granted", "downgraded", "preempted", "refused_capacity", "refused_ended", "rate_limited", "error")
 
 
 class AdmissionMetrics:
@@ -17,6 +19,10 @@ class AdmissionMetrics:
             ["kind", "result"],
             registry=registry,
         )
+        # Every series exists from the start at 0, so that increase() sees the first refusal.
+        for kind in KINDS:
+            for result in RESULTS:
+                self.total.labels(kind=kind, result=result)
         self.seconds = Histogram(
             "backupplus_admission_seconds",
             "Time to decide an admission (the ledger call included)",
