@@ -124,6 +124,15 @@ class Ticket(_Out):
     mismatch: dict[str, Any] | None = Field(None, description="Given values that differ from the contract's")
 
 
+class AuditEvent(_Out):
+    """One decision on an outage, as the script that made it recorded it (more fields by type)."""
+
+    id: str = Field(description="Stream id: pass it as `after` to read on")
+    type: str
+    at: str = Field(description="Redis time of the decision, ms since the epoch")
+    at_iso: datetime
+
+
 class TicketRecord(_Out):
     """A request to the hotline and its outcome (clause 3-3: every request gets a number)."""
 

@@ -5,6 +5,7 @@ and ``loadtest`` (loadtests.runner), which own their own parsers."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 
 from pydantic import ValidationError
@@ -45,25 +46,49 @@ def _serve_parser(sub: argparse._SubParsersAction, settings: Settings) -> None: 
 def _outage_parser(sub: argparse._SubParsersAction, settings: Settings) -> None:  # type: ignore[type-arg]
     outage = sub.add_parser("outage", help="the hotline's outage commands")
     osub = outage.add_subparsers(dest="action", required=True)
-    declare = osub.add_parser("declare", help="declare a client's server down")
+    declare = osub.add_parser(
+        "declare", help="declare a client's server down (clause 3-3: site, contact and description are required; "
+        "asked for on a terminal when missing)")
     declare.add_argument("--contract", required=True)
     declare.add_argument("--serial", required=True)
-    declare.add_argument("--priority", choices=["urgent", "medium", "low"], default="urgent")
-    declare.add_argument("--site", default="")
-    declare.add_argument("--contact", default="")
-    declare.add_argument("--description", default="")
+    declare.add_argument("--priority", choices=["urgent", "medium", "low"], default="urgent",
+                         help="default urgent: a total outage (clause 3-3)")
+    declare.add_argument("--site", help="the site concerned")
+    declare.add_argument("--contact", help="an on-site contact (name, phone)")
+    declare.add_argument("--description", help="a detailed description of the problem")
+    declare.add_argument("--company", help="default: the contract's")
+    declare.add_argument("--model", help="default: the equipment's")
     declare.add_argument("--reported-at", help="RFC 3339 (default now)")
     declare.add_argument("--idempotency-key")
     lst = osub.add_parser("list", help="list outages")
-    lst.add_argument("--state", choices=["active", "restored", "expired"])
+    lst.add_argument("--state", choices=["active", "restored"])
     for name in ("show", "restore"):
         osub.add_parser(name, help=f"{name} an outage").add_argument("id")
-    extend = osub.add_parser("extend", help="move an outage's window end")
+    ack = osub.add_parser("ack", help="record that the hotline took charge (once)")
+    ack.add_argument("id")
+    ack.add_argument("--by", default=getpass.getuser(), help="who takes charge (default: your login name)")
+    extend = osub.add_parser("extend", help="set a planned end of Backup+ ('none' clears it)")
     extend.add_argument("id")
-    extend.add_argument("window_ends_at", help="RFC 3339")
+    extend.add_argument("window_ends_at", help="RFC 3339, or none")
+    events = osub.add_parser("events", help="the outage's audit trail: every decision, oldest first")
+    events.add_argument("id")
+    events.add_argument("--after", default="", help="only events after this event id")
+    events.add_argument("--limit", type=int, default=100)
     for p in osub.choices.values():
         _api_options(p, settings)
     outage.set_defaults(func=hotline.cmd_outage)
+
+
+def _ticket_parser(sub: argparse._SubParsersAction, settings: Settings) -> None:  # type: ignore[type-arg]
+    ticket = sub.add_parser("ticket", help="tickets: every request to the hotline and its outcome")
+    tsub = ticket.add_subparsers(dest="action", required=True)
+    tsub.add_parser("show", help="one ticket").add_argument("number")
+    lst = tsub.add_parser("list", help="tickets, newest first")
+    lst.add_argument("--contract")
+    lst.add_argument("--limit", type=int, default=20)
+    for p in tsub.choices.values():
+        _api_options(p, settings)
+    ticket.set_defaults(func=hotline.cmd_ticket)
 
 
 def _contracts_parser(sub: argparse._SubParsersAction, settings: Settings) -> None:  # type: ignore[type-arg]
@@ -84,6 +109,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub, settings)
     _outage_parser(sub, settings)
+    _ticket_parser(sub, settings)
     _contracts_parser(sub, settings)
     sub.add_parser("media", help="run a standalone media node (see `backupplus media --help`)", add_help=False)
     sub.add_parser("loadtest", help="run the locust load test (see `backupplus loadtest --help`)", add_help=False)

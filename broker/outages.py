@@ -325,6 +325,10 @@ class OutageDesk:
                 result.append(outage)
         return result
 
+    async def events(self, outage_id: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
+        """The outage's audit trail (every decision, from the script that made it), oldest first."""
+        return [{**e, "at_iso": iso_ms(e.get("at"))} for e in await self.ledger.audit_events(outage_id, after, limit)]
+
     # --- the hotline's actions ---------------------------------------------------------------------
     async def acknowledge(self, outage_id: str, by: str) -> dict[str, Any]:
         """Records taking charge once; a second call returns the first."""

@@ -83,16 +83,33 @@ def test_serve_demo_then_hotline_cli(demo_server: dict[str, str], tmp_path: Path
     )
     r = _cli("contracts", "import", str(tmp_path / "contracts.yaml"), api=api, token=token)
     assert r.returncode == 0 and "imported CLI-1" in r.stdout, r.stderr
-    r = _cli("outage", "declare", "--contract", "CLI-1", "--serial", "TV-1", api=api, token=token)
+    # clause 3-3: what every request must say; without a terminal to ask on, the missing flags are named
+    r = _cli("outage", "declare", "--contract", "CLI-1", "--serial", "MCU-9", "--site", "Mairie", api=api, token=token)
+    assert r.returncode == 1 and "--contact, --description" in r.stderr, r.stderr
+    intake = ["--site", "Mairie", "--contact", "M. Dupont 0600", "--description", "Le pont ne répond plus"]
+    r = _cli("outage", "declare", "--contract", "CLI-1", "--serial", "TV-1", *intake, api=api, token=token)
     assert r.returncode == 1 and "not_eligible" in r.stderr and "equipment_not_videoconference" in r.stderr
-    r = _cli("outage", "declare", "--contract", "CLI-1", "--serial", "MCU-9", "--priority", "medium", api=api, token=token)
+    refused_ticket = re.search(r"ticket (BP-\d{4}-\d{6})", r.stderr)
+    assert refused_ticket, r.stderr
+    r = _cli("ticket", "show", refused_ticket.group(1), api=api, token=token)
+    assert r.returncode == 0 and "refused: not_eligible (equipment_not_videoconference)" in r.stdout, r.stdout
+    r = _cli("outage", "declare", "--contract", "CLI-1", "--serial", "MCU-9", "--priority", "medium",
+             "--model", "RMX 4000", *intake, api=api, token=token)
     assert r.returncode == 0, r.stderr
+    assert "note: model given as 'RMX 4000', the contract says 'RMX'" in r.stdout
     new_id = re.search(r"^(o-[0-9a-f]{12})", r.stdout, re.MULTILINE)
     assert new_id, r.stdout
     r = _cli("outage", "show", new_id.group(1), api=api, token=token)
-    assert "video 0/10" in r.stdout and "audio 0/8" in r.stdout
+    assert "video 0/10" in r.stdout and "audio 0/8" in r.stdout and "not acknowledged" in r.stdout
+    r = _cli("outage", "ack", new_id.group(1), "--by", "Claire", api=api, token=token)
+    assert r.returncode == 0 and "by Claire (in time)" in r.stdout, r.stdout
     r = _cli("outage", "extend", new_id.group(1), "2099-01-05T12:00:00+01:00", api=api, token=token)
-    assert r.returncode == 0 and "2099-01-05T12:00:00+01:00" in r.stdout, r.stderr
+    assert r.returncode == 0 and "planned end: 2099-01-05T12:00:00+01:00" in r.stdout, r.stderr
+    r = _cli("outage", "extend", new_id.group(1), "none", api=api, token=token)
+    assert r.returncode == 0 and "planned end: none" in r.stdout, r.stderr
+    r = _cli("outage", "events", new_id.group(1), api=api, token=token)
+    assert [line.split()[2] for line in r.stdout.splitlines()] == [
+        "declared", "acknowledged", "planned_end_set", "planned_end_cleared"], r.stdout + r.stderr
     r = _cli("outage", "restore", demo_id, api=api, token=token)
     assert r.returncode == 0 and "restored" in r.stdout
     r = _cli("outage", "restore", demo_id, api=api, token=token)

@@ -3,6 +3,7 @@ clock for any moment."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -164,3 +165,34 @@ async def get_sla(request: web.Request) -> web.Response:
         "priority": priority,
         "hotline_open": sla.is_hotline_open(reported_at),
     })
+
+
+_EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+
+
+@routes.get("/v1/outages/{id}/events")
+@doc(
+    "The outage's audit trail: every decision (declared, acknowledged, admitted, downgraded, preempted, refused, "
+    "left, lease expired, restored ...), oldest first, after the event id `after`",
+    auth="operator",
+    responses={200: list[models.AuditEvent]},
+    errors=[problems.OUTAGE_NOT_FOUND],
+    params=[query("after", str), query("limit", int)],
+)
+async def outage_events(request: web.Request) -> web.Response:
+    broker = operator(request)
+    outage_id = request.match_info["id"]
+    after = request.query.get("after", "")
+    field_errors = []
+    if after and not _EVENT_ID.match(after):
+        field_errors.append({"loc": ["query", "after"], "msg": "must be an event id (<ms>-<n>)", "type": "pattern"})
+    try:
+        limit = int(request.query.get("limit", "100"))
+        if not 1 <= limit <= 1000:
+            raise ValueError
+    except ValueError:
+        field_errors.append({"loc": ["query", "limit"], "msg": "must be an integer from 1 to 1000", "type": "int"})
+    if field_errors:
+        raise Problem(problems.VALIDATION_FAILED, errors=field_errors)
+    await broker.outages.require(outage_id)
+    return json_response(await broker.outages.events(outage_id, after, limit))

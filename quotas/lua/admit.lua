@@ -28,8 +28,17 @@ local function answer(status, k, exp, cap, use, downgraded, vpid, vconf, retry, 
            retry or 0, who or pid, reason or '' }
 end
 
-if not is_active() then return answer('ended') end
-if redis.call('HEXISTS', K_CONFS, conf) == 0 then return answer('no_conference') end
+if not is_active() then
+  -- an ended outage keeps its audit trail a while: the refusal goes there (never into a new stream)
+  if redis.call('EXISTS', K_AUDIT) == 1 then
+    audit('refused', now, { 'conference', conf, 'kind', kind, 'code', 'outage_ended', 'name', name })
+  end
+  return answer('ended')
+end
+if redis.call('HEXISTS', K_CONFS, conf) == 0 then
+  audit('refused', now, { 'conference', conf, 'kind', kind, 'code', 'conference_closed', 'name', name })
+  return answer('no_conference')
+end
 local caps = capacity()
 
 -- a retried request (Idempotency-Key): the participant it admitted, while its lease lives
