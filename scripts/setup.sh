@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what Backup+ needs on a fresh Debian machine: the Debian packages (redis-server;
-# chromium and prometheus's promtool for the tests) and a virtualenv with the project and its
-# dev tools. Idempotent and quick when everything is already there.
+# Installs what Backup+ needs on a fresh Debian machine: the Debian packages (redis-server; for the
+# tests chromium, prometheus's promtool, janus, firefox-esr and node), puppeteer-core (npm ci in
+# tools/browser) and a virtualenv with the project and its dev tools. Idempotent and quick when
+# everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,16 +11,40 @@ command -v redis-server >/dev/null 2>&1 || want_debs+=(redis-server)
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || want_debs+=(chromium)
   command -v promtool >/dev/null 2>&1 || want_debs+=(prometheus)
+  # the side-by-side media benchmark (benchmarks/peers.py) starts its own Janus
+  command -v janus >/dev/null 2>&1 || want_debs+=(janus)
+  # the join page's tests and join-time benchmark in Firefox, driven by puppeteer-core (tools/browser)
+  command -v firefox-esr >/dev/null 2>&1 || want_debs+=(firefox-esr)
+  command -v node >/dev/null 2>&1 || want_debs+=(nodejs)
+  command -v npm >/dev/null 2>&1 || want_debs+=(npm)
 fi
 if [ ${#want_debs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${want_debs[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want_debs[@]}" >/dev/null
-  # Debian's prometheus package starts its own daemons; only promtool is wanted, so stop them.
-  if printf '%s\n' "${want_debs[@]}" | grep -qx prometheus; then
-    pkill -x prometheus >/dev/null 2>&1 || true
-    pkill -x prometheus-node-exporter >/dev/null 2>&1 || true
+  # Only the programs are wanted, no system service: Debian's packages of prometheus and janus would
+  # start theirs. A policy-rc.d that answers 101 ("action forbidden") keeps invoke-rc.d and
+  # deb-systemd-invoke from starting anything during the install (Debian policy, section 9.3.3); it
+  # is removed afterwards unless the machine already had one.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod 755 "$policy"
+    own_policy=1
+  fi
+  status=0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want_debs[@]}" >/dev/null || status=$?
+  [ -z "$own_policy" ] || $SUDO rm -f "$policy"
+  [ "$status" -eq 0 ] || exit "$status"
+fi
+
+if [ "${1:-}" = "--test" ] && [ -f tools/browser/package-lock.json ]; then
+  lock=tools/browser/node_modules/.installed-$(sha256sum tools/browser/package-lock.json | cut -c1-16)
+  if [ ! -f "$lock" ]; then
+    echo "setup: npm ci in tools/browser (puppeteer-core, no browser download)"
+    (cd tools/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$lock"
   fi
 fi
 
