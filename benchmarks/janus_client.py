@@ -18,6 +18,7 @@ import aiohttp
 
 KEEPALIVE_S = 25  # below Janus's default session timeout (60 s)
 POLL_TIMEOUT_S = 40  # a long poll returns a keepalive after ~30 s without events
+REQUEST_TIMEOUT_S = 30  # generous: Janus shares a busy machine here
 
 
 class JanusError(RuntimeError):
@@ -88,7 +89,7 @@ class JanusHandle:
         self.session, self.id = session, handle_id
 
     async def message(
-        self, body: dict[str, Any], jsep: dict[str, str] | None = None, timeout: float = 20
+        self, body: dict[str, Any], jsep: dict[str, str] | None = None, timeout: float = 30
     ) -> tuple[dict[str, Any], dict[str, str] | None]:
         transaction = os.urandom(8).hex()
         later = self.session.expect(transaction)
@@ -118,7 +119,7 @@ async def _post(
     http: aiohttp.ClientSession, url: str, request: dict[str, Any], transaction: str | None = None
 ) -> dict[str, Any]:
     request = {**request, "transaction": transaction or request.get("transaction") or os.urandom(8).hex()}
-    async with http.post(url, json=request, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+    async with http.post(url, json=request, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as resp:
         reply: dict[str, Any] = await resp.json(content_type=None)
     if reply.get("janus") == "error":
         raise JanusError(f"{request['janus']}: {reply.get('error', {}).get('code')} {reply.get('error', {}).get('reason')}")

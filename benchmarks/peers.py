@@ -519,7 +519,7 @@ async def janus_phase(args: argparse.Namespace, clips: dict[str, Any], audio_onl
                 return jsep
 
             await client.connect(configure)
-            await client.wait_connected(30)
+            await client.wait_connected(60)
             probe.count(client.pc, link)
         feeds: list[int] = []
         for i in range(video):  # publishers
@@ -577,7 +577,7 @@ async def janus_phase(args: argparse.Namespace, clips: dict[str, Any], audio_onl
         server.stop()
 
 
-async def wait_connected(pc: Any, timeout: float = 30) -> None:
+async def wait_connected(pc: Any, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while pc.connectionState != "connected":
         if time.monotonic() > deadline or pc.connectionState in ("failed", "closed"):
@@ -652,7 +652,7 @@ async def ours_phase(
             # one by one, as media_outage.py does; each admitted just before (its admission lease is
             # 30 s, and 18 handshakes can take longer than that on a busy machine)
             await client.connect(router.offer)
-            await client.wait_connected(30)
+            await client.wait_connected(60)
             probe.count(client.pc, link)
         await asyncio.sleep(args.warmup)
         async with http.get(f"http://127.0.0.1:{port}/bench/stats?reset=1") as resp:
@@ -957,17 +957,28 @@ def main() -> None:
     p.add_argument(
         "--client-loop", choices=eventloop.CHOICES, default="uvloop", help="the clients' event loop (both servers')"
     )
+    p.add_argument(
+        "--client-srtp",
+        choices=("pylibsrtp", "ctypes"),
+        default="pylibsrtp",
+        help="the clients' SRTP: pylibsrtp as aiortc has it, or the node's media.srtp (cheaper per packet)",
+    )
     p.add_argument("--plot", default="", help="PNG of the ratios ours/Janus")
     p.add_argument("--json", default="", help="write every figure to this file")
     args = p.parse_args()
     # the video receivers whose frames are kept for PSNR and latency: two grids; one SFU receiver (its 9
     # streams through aiortc's receivers; the 81 others are only counted, see Link)
     args.sample_mcu, args.sample_sfu = {0, VIDEO - 1}, {0}
-    # The clients' SRTP as the node's own (libsrtp through ctypes, GIL kept): the same for both servers,
-    # and cheaper per packet for a client process that takes in 90 streams.
-    from media import srtp
+    if args.client_srtp == "ctypes":
+        from media import srtp
 
-    srtp.install()
+        srtp.install()
+    # The clients' ICE consent checks (RFC 7675) get no answer from our node, so aioice closes each
+    # client's connection ~30-40 s after it connects (media_outage.py --seconds 40 shows it too; two
+    # plain aiortc peers keep theirs): the clients here do not act on lost consent, for both servers.
+    import aioice.ice
+
+    aioice.ice.CONSENT_FAILURES = 1 << 30
     eventloop.run(main_async(args), args.client_loop)
 
 
