@@ -813,6 +813,8 @@ ROWS: list[tuple[str, str, str, bool | None]] = [
     ("node's own probe p50 / p95 (ms)", "node_probe", "{}", None),
     ("machine load average (1 min)", "loadavg", "{:.1f}", None),
 ]
+# what the receivers measure (and so the clients, when they cannot keep up)
+RECEIVER_KEYS = {"recv_fps_min", "recv_fps_mean", "p50_ms", "p95_ms", "downlink_kbps", "psnr_tile_db"}
 AUDIO_ROWS: list[tuple[str, str, str, bool | None]] = [
     ("server CPU (cores), 18 audio talkers", "cores", "{:.2f}", True),
     ("server CPU per talker (ms/s)", "cores_ms_per_talker", "{:.2f}", True),
@@ -838,7 +840,9 @@ def ratio(ours: dict[str, Any], janus: dict[str, Any], key: str) -> float | None
     return float(a) / float(b)
 
 
-def table(ours: dict[str, Any], janus: dict[str, Any], rows: list[Any], heads: tuple[str, str]) -> list[tuple[str, float, bool]]:
+def table(
+    ours: dict[str, Any], janus: dict[str, Any], rows: list[Any], heads: tuple[str, str]
+) -> list[tuple[str, float, bool, str]]:
     print(f"{'':<44}{heads[0]:>14}{heads[1]:>20}{'ours/Janus':>12}")
     ratios = []
     for label, key, fmt, lower_better in rows:
@@ -846,7 +850,7 @@ def table(ours: dict[str, Any], janus: dict[str, Any], rows: list[Any], heads: t
         q = ratio(ours, janus, key) if lower_better is not None else None
         print(f"{label:<44}{cells[0]:>14}{cells[1]:>20}{'' if q is None else f'{q:.2f}x':>12}")
         if q is not None:
-            ratios.append((label, q, bool(lower_better)))
+            ratios.append((label, q, bool(lower_better), key))
     return ratios
 
 
@@ -860,12 +864,18 @@ def plot(ratios: list[tuple[str, float, bool]], title: str, path: Path) -> None:
     labels = [r[0] for r in ratios][::-1]
     values = [r[1] for r in ratios][::-1]
     better = [(q <= 1) == lower for _, q, lower in ratios][::-1]
-    ax.barh(labels, values, color=["#55a868" if b else "#c44e52" for b in better])
+    colours = ["#999999" if label.endswith("*") else "#55a868" if b else "#c44e52" for label, b in zip(labels, better)]
+    ax.barh(labels, values, color=colours)
     ax.axvline(1, color="black", linewidth=1)
     ax.set_xscale("log")
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.2f}x", va="center", fontsize=8)
-    ax.set_xlabel("ours / Janus (log scale); green: ours better, red: Janus better")
+    ax.set_xlabel(
+        "ours / Janus (log scale); green: ours better, red: Janus better;\n"
+        "grey *: the clients could not keep up (their sockets dropped datagrams)"
+        if any(label.endswith("*") for label in labels)
+        else "ours / Janus (log scale); green: ours better, red: Janus better"
+    )
     ax.set_title(title, fontsize=9)
     ax.tick_params(axis="y", labelsize=8)
     ax.set_xlim(min(values + [1]) / 2, max(values + [1]) * 2.5)
@@ -910,33 +920,62 @@ async def main_async(args: argparse.Namespace) -> None:
             print(json.dumps({k: v for k, v in r.items() if k != "threads"} | {"threads": top(r["threads"])}), flush=True)
     finally:
         redis_server.stop()
+    meta = {
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "server_cpu": args.server_cpu,
+        "reference_ms": reference_ms,
+        "load_end": os.getloadavg()[0],
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    report(results, meta, args.plot)
+
+
+def report(results: dict[str, dict[str, Any]], meta: dict[str, Any], plot_path: str) -> None:
+    """The side-by-side tables, the ratios and their plot (also from a saved ``--json``)."""
     print()
     print(
         f"one full outage, 10 video senders 640x480@30 (pre-encoded VP8, ~460 kbit/s) + 8 audio, all 18 "
-        f"talking; {args.seconds:g} s measured after {args.warmup:g} s; "
-        + (f"each server alone on CPU {args.server_cpu}, clients on the other" if args.server_cpu is not None else "not pinned")
-        + f"; machine reference {reference_ms:.2f} ms per VP8 decode; load average now {os.getloadavg()[0]:.1f}"
+        f"talking; {meta['seconds']:g} s measured after {meta['warmup']:g} s; "
+        + (
+            f"each server alone on CPU {meta['server_cpu']}, clients on the other"
+            if meta["server_cpu"] is not None
+            else "not pinned"
+        )
+        + f"; machine reference {meta['reference_ms']:.2f} ms per VP8 decode; load average at the end "
+        f"{meta['load_end']:.1f}"
     )
     ratios: list[tuple[str, float, bool]] = []
     if "ours" in results and "janus" in results:
-        ratios += table(results["ours"], results["janus"], ROWS, ("ours (MCU)", "Janus AB + VR (SFU)"))
+        full = table(results["ours"], results["janus"], ROWS, ("ours (MCU)", "Janus AB + VR (SFU)"))
+        drops = max(results["ours"]["client_udp_drops"], results["janus"]["client_udp_drops"])
+        if drops:
+            # what the receivers saw is then the clients' limit, not the server's
+            print(
+                f"* the clients' sockets dropped {drops} datagrams (their process had "
+                f"{results['janus']['client_cores']:.2f} core in the Janus run): the receivers' figures "
+                "(marked *) measure the clients there"
+            )
+            full = [(f"{label} *" if key in RECEIVER_KEYS else label, q, lower, key) for label, q, lower, key in full]
+        ratios += [(label, q, lower) for label, q, lower, _ in full]
         print(f"Janus threads (cores): {top(results['janus']['threads'])}")
         print(f"our node's threads (cores): {top(results['ours']['threads'])}")
     if "ours-audio" in results and "janus-audio" in results:
         print()
         audio = table(results["ours-audio"], results["janus-audio"], AUDIO_ROWS, ("ours", "Janus AudioBridge"))
-        ratios += [(f"{label} (audio only)", q, lower) for label, q, lower in audio if "per talker" in label]
+        ratios += [(f"{label} (audio only)", q, lower) for label, q, lower, _ in audio if "per talker" in label]
         print(f"Janus threads, audio only (cores): {top(results['janus-audio']['threads'])}")
-    if args.plot and ratios:
+    if plot_path and ratios:
+        loads = [r["loadavg"] for r in results.values()]
         plot(
             ratios,
             f"Our media node / Janus 1.1.2 (AudioBridge + VideoRoom), one full outage\n"
-            f"load average {os.getloadavg()[0]:.1f}, VP8 decode reference {reference_ms:.2f} ms",
-            Path(args.plot),
+            f"load average {min(loads):.1f}-{max(loads):.1f} during the runs, VP8 decode reference "
+            f"{meta['reference_ms']:.2f} ms",
+            Path(plot_path),
         )
-        print(f"plot: {args.plot}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"plot: {plot_path}")
 
 
 def top(threads: dict[str, float], n: int = 6) -> dict[str, float]:
@@ -965,7 +1004,12 @@ def main() -> None:
     )
     p.add_argument("--plot", default="", help="PNG of the ratios ours/Janus")
     p.add_argument("--json", default="", help="write every figure to this file")
+    p.add_argument("--from-json", default="", help="no run: print (and --plot) the figures saved by --json")
     args = p.parse_args()
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        report(saved["results"], saved["meta"], args.plot)
+        return
     # the video receivers whose frames are kept for PSNR and latency: two grids; one SFU receiver (its 9
     # streams through aiortc's receivers; the 81 others are only counted, see Link)
     args.sample_mcu, args.sample_sfu = {0, VIDEO - 1}, {0}
