@@ -411,9 +411,7 @@ async def run_mode(
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
-    assert child.stdout is not None
-    line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
-    assert line.strip() == b"ready", line
+    await wait_ready(child)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     # The previous mode's node may still be in the registry (it had 10 s to stop, then was killed):
     # this mode's outage must land on this mode's node.
@@ -520,14 +518,27 @@ async def run_mode(
         await http.close()
         await router.close()
         await redis.aclose()
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop_child(child)
         if cap:
             cap.remove()
+
+
+async def wait_ready(child: subprocess.Popen[bytes]) -> None:
+    """The node child prints "ready" once it serves and is in the registry."""
+    assert child.stdout is not None
+    line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
+    if line.strip() != b"ready":
+        raise RuntimeError(f"the node child did not start: {line!r}")
+
+
+def stop_child(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the node child (it closes its calls and leaves the registry), SIGKILL after 10 s."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -623,9 +623,7 @@ async def ours_phase(
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
-    assert child.stdout is not None
-    line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
-    assert line.strip() == b"ready", line
+    await mo.wait_ready(child)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     for other in await registry.live_nodes(redis):  # a previous phase's node, if it lingers
         if other != node_id:
@@ -673,12 +671,7 @@ async def ours_phase(
         await http.close()
         await router.close()
         await redis.aclose()
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        mo.stop_child(child)
 
 
 # --- picture quality and the grid's latency ------------------------------------------------------

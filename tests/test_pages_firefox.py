@@ -9,7 +9,7 @@ currentTime moving and its picture changing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -48,6 +48,21 @@ def _text(ff: Firefox, page: int, selector: str) -> str:
     return str(ff.eval(page, "(s) => { const e = document.querySelector(s); return e ? e.textContent : null; }", selector))
 
 
+def _names(api: Api, conf: dict[str, Any]) -> list[str]:
+    doc = api.ok("GET", f"/v1/conferences/{conf['id']}", token=conf["token"])
+    return sorted(p["display_name"] for p in doc["participants"])
+
+
+def _eventually(check: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``check()`` comes true within ``timeout`` seconds (polled every 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 @pytest.fixture(scope="module")
 def firefox() -> Iterator[Firefox]:
     with Firefox() as ff:
@@ -84,13 +99,7 @@ def test_join_see_leave(server: Api, conference: dict[str, Any], firefox: Firefo
     # Leave frees the port at once.
     firefox.click(ann, "#leave")
     firefox.wait(ann, _state_is("idle"), timeout=10)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        conf = server.ok("GET", f"/v1/conferences/{conference['id']}", token=conference["token"])
-        if [p["display_name"] for p in conf["participants"]] == ["Bob"]:
-            break
-        time.sleep(0.2)
-    assert [p["display_name"] for p in conf["participants"]] == ["Bob"]
+    assert _eventually(lambda: _names(server, conference) == ["Bob"], 5), _names(server, conference)
 
 
 def test_refused_when_all_ports_are_taken(
@@ -109,8 +118,7 @@ def test_refused_when_all_ports_are_taken(
     assert _text(firefox, page, "#status") == "You could not join: no place is free right now."
     assert _text(firefox, page, "#refused-phone") == HOTLINE
     assert firefox.eval(page, "() => document.getElementById('refused-phone').getAttribute('href')") == "tel:+33442901600"
-    conf = server.ok("GET", f"/v1/conferences/{conference['id']}", token=conference["token"])
-    assert "Eve" not in [p["display_name"] for p in conf["participants"]]
+    assert "Eve" not in _names(server, conference)
 
 
 def test_restore_ends_the_call(
