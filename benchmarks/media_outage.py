@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aiohttp import web
+from aiortc.mediastreams import MediaStreamTrack
 
 from infra import eventloop
 from infra.redisproc import RedisServer, free_port
@@ -187,8 +188,9 @@ def count_on_the_loop(pc: Any) -> None:
             inbound.install(receiver, lambda codec, frame: counter.decode(frame))
 
 
-def clip_vp8(width: int, height: int, frames: int, fps: int, seed: int) -> list[bytes]:
-    """A smooth moving pattern (like a camera picture, not noise), encoded once at 500 kbit/s."""
+def clip_pictures(width: int, height: int, frames: int, fps: int, seed: int) -> list[np.ndarray]:
+    """A smooth moving pattern (like a camera picture, not noise) as yuv420p planes stacked
+    (``height * 3 // 2`` rows): the senders' pictures, before they are encoded."""
     xx, yy = np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 6.28, 4)
@@ -202,7 +204,15 @@ def clip_vp8(width: int, height: int, frames: int, fps: int, seed: int) -> list[
         buf[height:] = 128 + int(40 * np.sin(phase[2] + t))
         return buf
 
-    pictures = (picture(i) for i in range(frames))
+    return [picture(i) for i in range(frames)]
+
+
+def clip_vp8(
+    width: int, height: int, frames: int, fps: int, seed: int, pictures: list[np.ndarray] | None = None
+) -> list[bytes]:
+    """:func:`clip_pictures` encoded once at 500 kbit/s (the first frame a keyframe)."""
+    if pictures is None:
+        pictures = clip_pictures(width, height, frames, fps, seed)
     return encode_vp8(pictures, width, height, fps, bitrate=500_000, gop_size=10 * frames, cbr=True)
 
 
@@ -226,6 +236,27 @@ def clip_opus(freq: float, frames: int, talking: bool = True) -> list[bytes]:
         frame.sample_rate, frame.pts, frame.time_base = 48000, n * 960, fractions.Fraction(1, 48000)
         out.extend(bytes(p) for p in codec.encode(frame))
     return out
+
+
+class OpusPackets(MediaStreamTrack):
+    """Loops pre-encoded Opus packets in real time, 20 ms each (the sender only packetises)."""
+
+    kind = "audio"
+
+    def __init__(self, packets: list[bytes]) -> None:
+        super().__init__()
+        self.packets, self._n, self._start = packets, 0, None
+
+    async def recv(self) -> av.Packet:
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n * 0.02 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        p = av.Packet(self.packets[self._n % len(self.packets)])
+        p.pts, p.time_base = self._n * 960, fractions.Fraction(1, 48000)
+        self._n += 1
+        return p
 
 
 def machine_reference_ms(clip: list[bytes]) -> float:
@@ -339,30 +370,11 @@ async def run_mode(
 ) -> dict[str, Any]:
     import aiohttp
     import redis.asyncio as aioredis
-    from aiortc.mediastreams import MediaStreamTrack
 
     from media.routing import MediaRouter
     from media.testing import Client, PacketTrack, admit, seed_conference
     from quotas import nodes as registry
     from quotas.ledger import PortLedger
-
-    class OpusPackets(MediaStreamTrack):
-        kind = "audio"
-
-        def __init__(self, packets: list[bytes]) -> None:
-            super().__init__()
-            self.packets, self._n, self._start = packets, 0, None
-
-        async def recv(self) -> av.Packet:
-            if self._start is None:
-                self._start = time.monotonic()
-            wait = self._start + self._n * 0.02 - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            p = av.Packet(self.packets[self._n % len(self.packets)])
-            p.pts, p.time_base = self._n * 960, fractions.Fraction(1, 48000)
-            self._n += 1
-            return p
 
     cap = CpuQuota(quota) if quota else None
     if cap:
@@ -399,9 +411,7 @@ async def run_mode(
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
-    assert child.stdout is not None
-    line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
-    assert line.strip() == b"ready", line
+    await wait_ready(child)
     redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
     # The previous mode's node may still be in the registry (it had 10 s to stop, then was killed):
     # this mode's outage must land on this mode's node.
@@ -508,14 +518,27 @@ async def run_mode(
         await http.close()
         await router.close()
         await redis.aclose()
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop_child(child)
         if cap:
             cap.remove()
+
+
+async def wait_ready(child: subprocess.Popen[bytes]) -> None:
+    """The node child prints "ready" once it serves and is in the registry."""
+    assert child.stdout is not None
+    line = await asyncio.get_running_loop().run_in_executor(None, child.stdout.readline)
+    if line.strip() != b"ready":
+        raise RuntimeError(f"the node child did not start: {line!r}")
+
+
+def stop_child(child: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the node child (it closes its calls and leaves the registry), SIGKILL after 10 s."""
+    child.send_signal(signal.SIGTERM)
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 async def main_async(args: argparse.Namespace) -> None:

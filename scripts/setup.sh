@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what Backup+ needs on a fresh Debian machine: the Debian packages (redis-server;
-# chromium, prometheus's promtool, iproute2, nftables and faketime for the tests) and a virtualenv with the project and its
-# dev tools. Idempotent and quick when everything is already there.
+# Installs what Backup+ needs on a fresh Debian machine: the Debian packages (redis-server; for the
+# tests chromium, prometheus's promtool, iproute2, nftables, faketime, janus, firefox-esr and node),
+# puppeteer-core (npm ci in tools/browser) and a virtualenv with the project and its dev tools.
+# Idempotent and quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,12 @@ if [ "${1:-}" = "--test" ]; then
   command -v ip >/dev/null 2>&1 || want_debs+=(iproute2)
   command -v nft >/dev/null 2>&1 || want_debs+=(nftables)
   command -v faketime >/dev/null 2>&1 || want_debs+=(faketime)
+  # the side-by-side media benchmark (benchmarks/peers.py) starts its own Janus
+  command -v janus >/dev/null 2>&1 || want_debs+=(janus)
+  # the join page's tests and join-time benchmark in Firefox, driven by puppeteer-core (tools/browser)
+  command -v firefox-esr >/dev/null 2>&1 || want_debs+=(firefox-esr)
+  command -v node >/dev/null 2>&1 || want_debs+=(nodejs)
+  command -v npm >/dev/null 2>&1 || want_debs+=(npm)
 fi
 if [ ${#want_debs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${want_debs[*]}"
@@ -30,8 +37,19 @@ if [ ${#want_debs[@]} -gt 0 ]; then
     trap '$SUDO rm -f "$own_policy"' EXIT
   fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want_debs[@]}" >/dev/null
+  status=0
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want_debs[@]}" >/dev/null || status=$?
   if [ -n "$own_policy" ]; then $SUDO rm -f "$own_policy"; trap - EXIT; fi
+  [ "$status" -eq 0 ] || exit "$status"
+fi
+
+if [ "${1:-}" = "--test" ] && [ -f tools/browser/package-lock.json ]; then
+  lock=tools/browser/node_modules/.installed-$(sha256sum tools/browser/package-lock.json | cut -c1-16)
+  if [ ! -f "$lock" ]; then
+    echo "setup: npm ci in tools/browser (puppeteer-core, no browser download)"
+    (cd tools/browser && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$lock"
+  fi
 fi
 
 PY=${PYTHON:-python3}
