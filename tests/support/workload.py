@@ -55,17 +55,22 @@ class Answer:
     seconds: float
     at: float  # monotonic time the request was sent
     body: dict[str, Any] = field(default_factory=dict)
+    replayed: bool = False  # the broker answered what an earlier request with the same Idempotency-Key made
 
 
 async def admit(session: aiohttp.ClientSession, base: str, target: Target, kind: str = "video",
-                timeout: float = 10.0) -> Answer:
+                timeout: float = 10.0, idempotency_key: str | None = None) -> Answer:
     t0 = time.monotonic()
+    headers = dict(target.join_auth)
+    if idempotency_key:
+        headers["Idempotency-Key"] = idempotency_key
     try:
         async with session.post(f"{base}/v1/conferences/{target.conference}/participants",
                                 json={"display_name": "chaos", "kind": kind, "downgrade": False},
-                                headers=target.join_auth, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+                                headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             body = await r.json(content_type=None)
-            return Answer(r.status, time.monotonic() - t0, t0, body if isinstance(body, dict) else {})
+            return Answer(r.status, time.monotonic() - t0, t0, body if isinstance(body, dict) else {},
+                          r.headers.get("Idempotent-Replayed") == "true")
     except (TimeoutError, aiohttp.ClientError):
         return Answer(0, time.monotonic() - t0, t0)
 
