@@ -4,7 +4,8 @@ Ports follow media: while a participant's peer connection is connected the node 
 the port ledger (state "connected"); when the connection fails or closes the node releases the port at
 once. Broker events (participant left, conference closed, outage ended) and a renew that finds the
 lease gone close the peer connection. The node registers itself in Redis (``quotas.nodes``) and
-heartbeats every 2 s; ``begin_drain`` stops it taking new outages.
+heartbeats every 2 s; ``begin_drain`` stops it taking new outages. Process-wide patches (``media.srtp``)
+are the composition root's to install, not the node's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -26,11 +26,14 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from infra.settings import Settings
 from infra.text import as_str
-from media import outbound, srtp
+from media import aiortc_compat, outbound
 from media.errors import MediaNodeError
 from media.feedback import throttle_remb
 from media.inbound import receiver_of
-from media.mixer import AudioOutTrack, LatencyStats, Member, Room, VideoOutTrack
+from media.members import Member
+from media.room import Room
+from media.sdp import INBOUND_VIDEO_KBPS, cap_video_bandwidth, offered_kinds, vp8_preferences
+from media.tracks import AudioOutTrack, VideoOutTrack
 from quotas import keys
 from quotas import nodes as registry
 from quotas.secret import shared_secret
@@ -38,34 +41,17 @@ from quotas.secret import shared_secret
 log = logging.getLogger("backupplus.media.node")
 
 RENEW_INTERVAL_S = 2.0
-INBOUND_VIDEO_KBPS = 1000  # b=AS in the answer: what a browser may send us (we scale to 480p anyway)
 
 
-def _vp8_preferences() -> list[Any]:
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    vp8 = [c for c in caps if c.mimeType.lower() == "video/vp8"]
-    rtx = [c for c in caps if c.mimeType.lower() == "video/rtx"]
-    return vp8 + rtx
+@dataclass(frozen=True)
+class Offer:
+    """Who an offer is for, read from the participant document the broker hands over."""
 
-
-def offered_kinds(sdp: str) -> list[str]:
-    return re.findall(r"^m=(audio|video|application)\b", sdp, flags=re.MULTILINE)
-
-
-def cap_video_bandwidth(sdp: str, kbps: int) -> str:
-    """Add b=AS / b=TIAS to every video m-section of an SDP (after its c= line, as RFC 4566 orders)."""
-    out: list[str] = []
-    in_video = False
-    for line in sdp.split("\r\n"):
-        if line.startswith("m="):
-            in_video = line.startswith("m=video")
-        elif line.startswith("b=") and in_video:
-            continue  # ours replace any
-        out.append(line)
-        if in_video and line.startswith("c="):
-            out.append(f"b=AS:{kbps}")
-            out.append(f"b=TIAS:{kbps * 1000}")
-    return "\r\n".join(out)
+    pid: str
+    outage: str
+    conference: str
+    kind: str  # granted: audio | video
+    name: str
 
 
 @dataclass(eq=False)
@@ -80,40 +66,23 @@ class Session:
     closing: bool = False
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    hooked: list[Any] = field(default_factory=list)
+    hooks: list[aiortc_compat.Hook] = field(default_factory=list)  # removed when the session closes
 
 
 class MediaNode:
+    """One node: its peer connections (``sessions``), its rooms, its registry entry and its leases."""
+
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        url: str | None = None,
-        node_id: str | None = None,
-        capacity: int | None = None,
-        fps: float = 25.0,
-        video_mode: str = "shared",
-        collect_stats: bool = False,
-        decode_threads: int = 2,
-        srtp_holds_gil: bool = True,
-        direct_rtp: bool = True,
-        ledger: Any = None,
-        connect_timeout_s: float | None = None,
+        self, settings: Settings, *, url: str | None = None, node_id: str | None = None, fps: float = 25.0
     ) -> None:
         self.settings = settings
         self.url = (url or settings.base_url).rstrip("/")
         self.node_id = node_id or f"n-{secrets.token_hex(5)}"
-        self.capacity = capacity if capacity is not None else settings.media_capacity_ports
+        self.capacity = settings.media_capacity_ports
         self.outage_ports = settings.audio_ports + settings.video_ports
         self.fps = fps
-        self.video_mode = video_mode
-        self.decode_threads = decode_threads
-        if srtp_holds_gil:
-            srtp.install()
-        self.direct_rtp = direct_rtp  # media.outbound: the room sends, not one aiortc task per sender
-        self.stats = LatencyStats() if collect_stats else None
-        self.ledger = ledger
-        self.connect_timeout_s = connect_timeout_s or settings.admission_lease_s
+        self.ledger: Any = None
+        self.connect_timeout_s = settings.admission_lease_s
         self.redis: Any = None
         self.secret: bytes | None = None
         self.sessions: dict[str, Session] = {}
@@ -131,10 +100,9 @@ class MediaNode:
     async def start(self, redis: Any) -> MediaNode:
         self.redis = redis
         self.secret = await shared_secret(redis)
-        if self.ledger is None:
-            from quotas.ledger import PortLedger
+        from quotas.ledger import PortLedger
 
-            self.ledger = PortLedger(redis)
+        self.ledger = PortLedger(redis)
         await self._publish()
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name=f"media-heartbeat-{self.node_id}"),
@@ -245,6 +213,33 @@ class MediaNode:
         self, participant: dict[str, Any], sdp: str, sdp_type: str = "offer"
     ) -> dict[str, str]:
         """Answer a participant's offer (non-trickle: the answer carries every local candidate)."""
+        offer = self._accept(participant, sdp_type)
+        if offer.pid in self.sessions:  # a new offer from the same participant replaces its connection
+            await self.close_participant(offer.pid, release=None, reason="replaced")
+        session, room = self._open_session(offer)
+        try:
+            self._add_tracks(session, room, offered_kinds(sdp))
+            room.add(session.member)
+            self._watch(session, room)
+            await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            # non-trickle: setting the answer gathers every host candidate
+            await session.pc.setLocalDescription(await session.pc.createAnswer())
+        except MediaNodeError:
+            await self.close_participant(offer.pid, release=None, reason="bad_offer", session=session)
+            raise
+        except Exception as exc:  # noqa: BLE001
+            await self.close_participant(offer.pid, release=None, reason="bad_offer", session=session)
+            raise MediaNodeError("bad_offer", f"{type(exc).__name__}: {exc}", status=400) from None
+        if session.closing:
+            raise MediaNodeError("closed", "the participant was closed while negotiating", status=409)
+        session.tasks.append(
+            asyncio.create_task(self._connect_deadline(session), name=f"connect-deadline-{offer.pid}")
+        )
+        local = session.pc.localDescription
+        return {"type": local.type, "sdp": cap_video_bandwidth(local.sdp, INBOUND_VIDEO_KBPS)}
+
+    def _accept(self, participant: dict[str, Any], sdp_type: str) -> Offer:
+        """Read the participant document; refuse what this node will not take (stopping, draining, full)."""
         if sdp_type != "offer":
             raise MediaNodeError("bad_offer", f"expected an offer, got {sdp_type!r}", status=400)
         try:
@@ -262,139 +257,114 @@ class MediaNode:
             raise MediaNodeError("draining", "this media node takes no new conferences", status=503)
         if not hosted and (len(self.hosted_outages()) + 1) * self.outage_ports > self.capacity:
             raise MediaNodeError("node_full", "no room for another outage", status=503)
-        old = self.sessions.get(pid)
-        if old is not None:  # a new offer from the same participant replaces its connection
-            await self.close_participant(pid, release=None, reason="replaced")
+        return Offer(pid=pid, outage=outage, conference=conference, kind=kind, name=name)
 
-        kinds = offered_kinds(sdp)
+    def _open_session(self, offer: Offer) -> tuple[Session, Room]:
+        """A peer connection for the participant, in its conference's room (made if needed)."""
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        room = self.rooms.get(conference)
+        room = self.rooms.get(offer.conference)
         if room is None or room.closed:
-            room = Room(
-                conference,
-                fps=self.fps,
-                video_mode=self.video_mode,
-                stats=self.stats,
-                decode_threads=self.decode_threads,
-            )
-            self.rooms[conference] = room
-        member = Member(pid=pid, display_name=name, kind=kind)
-        session = Session(pid=pid, outage=outage, conference=conference, kind=kind, pc=pc, member=member)
-        self.sessions[pid] = session
-        self._bump()
-        try:
-            if "audio" in kinds:
-                member.audio_out = AudioOutTrack()
-                audio_sender = pc.addTransceiver(member.audio_out, direction="sendrecv").sender
-                if self.direct_rtp:
-                    self._send_directly(session, audio_sender, member.audio_out)
-            if "video" in kinds:
-                if kind == "video":
-                    member.video_out = VideoOutTrack(room)
-                    transceiver = pc.addTransceiver(member.video_out, direction="sendrecv")
-                else:  # audio participants get no video: the m-line is answered inactive
-                    transceiver = pc.addTransceiver("video", direction="inactive")
-                transceiver.setCodecPreferences(_vp8_preferences())
-                if kind == "video":
-                    self._hook_sender(session, transceiver.sender, member.video_out)
-                    if self.direct_rtp and self.video_mode == "shared" and member.video_out is not None:
-                        self._send_directly(session, transceiver.sender, member.video_out)
-            room.add(member)
-
-            @pc.on("track")
-            def on_track(track: MediaStreamTrack) -> None:
-                # decoded by the room (media.inbound), not by a decoder thread per receiver
-                receiver = receiver_of(pc, track)
-                if receiver is not None:
-                    room.attach_inbound(member, receiver, track.kind)
-                    throttle_remb(receiver)
-                    session.hooked.append((receiver, "_send_rtcp"))
-
-            @pc.on("connectionstatechange")
-            async def on_state() -> None:
-                state = pc.connectionState
-                if session.closing:
-                    return
-                if state == "connected" and not session.connected:
-                    session.connected = True
-                    self._spawn(self._renew_one(session), name=f"renew-first-{pid}")
-                elif state in ("failed", "closed"):
-                    self._spawn(
-                        self.close_participant(
-                            pid,
-                            release="failed" if state == "failed" else "left",
-                            reason=f"pc_{state}",
-                            session=session,
-                        ),
-                        name=f"close-{pid}",
-                    )
-
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)  # gathers every host candidate (non-trickle)
-        except MediaNodeError:
-            await self.close_participant(pid, release=None, reason="bad_offer", session=session)
-            raise
-        except Exception as exc:  # noqa: BLE001
-            await self.close_participant(pid, release=None, reason="bad_offer", session=session)
-            raise MediaNodeError("bad_offer", f"{type(exc).__name__}: {exc}", status=400) from None
-        if session.closing:
-            raise MediaNodeError("closed", "the participant was closed while negotiating", status=409)
-        session.tasks.append(
-            asyncio.create_task(self._connect_deadline(session), name=f"connect-deadline-{pid}")
+            room = self._new_room(offer.conference)
+            self.rooms[offer.conference] = room
+        member = Member(pid=offer.pid, display_name=offer.name, kind=offer.kind)
+        session = Session(
+            pid=offer.pid,
+            outage=offer.outage,
+            conference=offer.conference,
+            kind=offer.kind,
+            pc=pc,
+            member=member,
         )
-        local = pc.localDescription
-        return {"type": local.type, "sdp": cap_video_bandwidth(local.sdp, INBOUND_VIDEO_KBPS)}
+        self.sessions[offer.pid] = session
+        self._bump()
+        return session, room
+
+    def _new_room(self, conference: str) -> Room:
+        return Room(conference, fps=self.fps)
+
+    def _add_tracks(self, session: Session, room: Room, kinds: list[str]) -> None:
+        """What the participant receives: the mix for every participant, the grid for video ones (an
+        audio participant's video m-line is answered inactive). Transceivers are made before the offer
+        is applied, so the VP8-only codec preference binds."""
+        pc, member = session.pc, session.member
+        if "audio" in kinds:
+            member.audio_out = AudioOutTrack()
+            sender = pc.addTransceiver(member.audio_out, direction="sendrecv").sender
+            self._audio_sender(session, sender, member.audio_out)
+        if "video" in kinds:
+            if member.kind == "video":
+                member.video_out = VideoOutTrack(room)
+                transceiver = pc.addTransceiver(member.video_out, direction="sendrecv")
+            else:
+                transceiver = pc.addTransceiver("video", direction="inactive")
+            transceiver.setCodecPreferences(vp8_preferences())
+            if member.video_out is not None:
+                self._video_sender(session, room, transceiver.sender, member.video_out)
+
+    def _audio_sender(self, session: Session, sender: RTCRtpSender, track: AudioOutTrack) -> None:
+        """Wire the sender of what a participant hears: the room sends its RTP."""
+        self._send_directly(session, sender, track)
+
+    def _video_sender(self, session: Session, room: Room, sender: RTCRtpSender, track: VideoOutTrack) -> None:
+        """Wire the sender of the grid a participant sees: its feedback reaches the room's shared encoder,
+        and the room sends its RTP."""
+        self._route_feedback(session, room, sender)
+        self._send_directly(session, sender, track)
 
     @staticmethod
     def _send_directly(session: Session, sender: RTCRtpSender, track: AudioOutTrack | VideoOutTrack) -> None:
         """The room sends this sender's RTP (media.outbound); its hooks go when the session closes."""
-        outbound.install(sender, track)
-        session.hooked.extend((sender, attr) for attr in outbound.HOOKED)
+        session.hooks.extend(outbound.install(sender, track))
 
-    def _hook_sender(self, session: Session, sender: RTCRtpSender, track: VideoOutTrack | None) -> None:
-        """Route a receiver's PLI/FIR and REMB to the room's shared encoder; probe latency if asked."""
+    @staticmethod
+    def _route_feedback(session: Session, room: Room, sender: RTCRtpSender) -> None:
+        """A receiver's PLI/FIR asks the room's shared encoder for a keyframe; its REMB sets its member's
+        bitrate estimate, which the encoder follows (the lowest)."""
         member = session.member
-        room = self.rooms[session.conference]
-        if self.video_mode == "shared":
-            sender._send_keyframe = room.request_keyframe  # type: ignore[method-assign]
-            orig_rtcp = sender._handle_rtcp_packet
 
-            async def handle_rtcp(packet: Any) -> None:
-                if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-                    try:
-                        bitrate, ssrcs = unpack_remb_fci(packet.fci)
-                        if sender._ssrc in ssrcs:
-                            member.remb = bitrate
-                    except ValueError:
-                        pass
-                await orig_rtcp(packet)
+        def read_remb(packet: Any) -> None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                try:
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                    if aiortc_compat.sender_ssrc(sender) in ssrcs:
+                        member.remb = bitrate
+                except ValueError:
+                    pass
 
-            sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
-            session.hooked.append((sender, "_send_keyframe"))
-            session.hooked.append((sender, "_handle_rtcp_packet"))
-        stats = self.stats
-        if stats is not None and track is not None:
-            orig_next = sender._next_encoded_frame
-            pid = session.pid
+        session.hooks.append(aiortc_compat.replace_send_keyframe(sender, room.request_keyframe))
+        session.hooks.append(aiortc_compat.observe_rtcp(sender, read_remb))
 
-            def on_sent(sources: list[float]) -> None:  # a frame sent to this receiver
-                now = time.monotonic()
-                for t in sources:
-                    stats.samples.append(now - t)
-                stats.sent[pid] = stats.sent.get(pid, 0) + 1
+    def _watch(self, session: Session, room: Room) -> None:
+        """The peer connection's events: inbound tracks go to the room; connected starts the lease,
+        failed or closed ends the session."""
+        pc, pid = session.pc, session.pid
 
-            track.on_sent = on_sent
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            # decoded by the room (media.inbound), not by a decoder thread per receiver
+            receiver = receiver_of(pc, track)
+            if receiver is not None:
+                room.attach_inbound(session.member, receiver, track.kind)
+                session.hooks.append(throttle_remb(receiver))
 
-            async def next_encoded(codec: Any) -> Any:  # a frame taken by aiortc's sender task
-                enc = await orig_next(codec)
-                if enc is not None:
-                    on_sent(track.last_sources)
-                    track.last_sources = []
-                return enc
-
-            sender._next_encoded_frame = next_encoded  # type: ignore[method-assign]
-            session.hooked.append((sender, "_next_encoded_frame"))
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            if session.closing:
+                return
+            if state == "connected" and not session.connected:
+                session.connected = True
+                self._spawn(self._renew_one(session), name=f"renew-first-{pid}")
+            elif state in ("failed", "closed"):
+                self._spawn(
+                    self.close_participant(
+                        pid,
+                        release="failed" if state == "failed" else "left",
+                        reason=f"pc_{state}",
+                        session=session,
+                    ),
+                    name=f"close-{pid}",
+                )
 
     async def _connect_deadline(self, session: Session) -> None:
         await asyncio.sleep(self.connect_timeout_s)
@@ -439,9 +409,9 @@ class MediaNode:
                 await asyncio.wait_for(session.pc.close(), 5)
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the peer connection of %s: %s", pid, exc)
-            for obj, attr in session.hooked:
-                obj.__dict__.pop(attr, None)
-            session.hooked.clear()
+            for hook in session.hooks:
+                hook.remove()
+            session.hooks.clear()
             self._bump()
         finally:
             session.closed.set()

@@ -15,10 +15,10 @@ from infra.redisproc import free_port
 from infra.settings import Settings
 from media.errors import NoMediaNode
 from media.routing import MediaRouter
-from media.testing import Client, ToneTrack, admit, seed_conference
 from quotas import keys
 from quotas.ledger import PortLedger
 from quotas.nodes import node_states
+from tests.support.media_clients import Client, ToneTrack, admit, seed_conference
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(60)]
 

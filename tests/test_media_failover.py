@@ -19,11 +19,11 @@ from media.errors import NoMediaNode
 from media.internal import OFFER_PATH, SIGNATURE_HEADER
 from media.node import MediaNode
 from media.routing import MediaRouter
-from media.testing import Client, ToneTrack, admit, seed_conference, until
 from quotas import keys
 from quotas import nodes as registry
 from quotas.ledger import PortLedger
 from quotas.nodes import node_states
+from tests.support.media_clients import Client, ToneTrack, admit, seed_conference, until
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(60)]
 ROOT = Path(__file__).resolve().parents[1]

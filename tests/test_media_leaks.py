@@ -14,9 +14,9 @@ import pytest
 from infra.settings import Settings
 from media.node import MediaNode
 from media.routing import MediaRouter
-from media.testing import Client, ToneTrack, admit, seed_conference
 from quotas import keys
 from quotas.ledger import PortLedger
+from tests.support.media_clients import Client, ToneTrack, admit, seed_conference
 
 pytestmark = [pytest.mark.media, pytest.mark.slow, pytest.mark.timeout(120)]
 

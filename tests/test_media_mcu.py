@@ -11,10 +11,13 @@ import pytest
 from aiortc.rtp import RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from infra.settings import Settings
-from media.mixer import MAX_BITRATE, MIN_BITRATE
+from media import aiortc_compat
+from media.grid_encoder import MAX_BITRATE, MIN_BITRATE
 from media.node import MediaNode
 from media.routing import MediaRouter
-from media.testing import (
+from quotas import keys
+from quotas.ledger import PortLedger
+from tests.support.media_clients import (
     COLOURS,
     Client,
     ColourTrack,
@@ -24,8 +27,6 @@ from media.testing import (
     seed_conference,
     until,
 )
-from quotas import keys
-from quotas.ledger import PortLedger
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(90)]
 
@@ -124,14 +125,13 @@ async def test_conference_mix_and_leave(redis, node):
             for t in node.sessions[clients["red"].participant["id"]].pc.getTransceivers()
             if t.kind == "video"
         )
-        await until(lambda: time.monotonic() - room._last_keyframe > 0.6, 3)
-        before = room.keyframes
-        await red_sender._handle_rtcp_packet(
-            RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=red_sender._ssrc)
-        )
-        await until(lambda: room.keyframes == before + 1, 1)
+        await until(lambda: time.monotonic() - room.video.last_keyframe_at > 0.6, 3)
+        before = room.video.keyframes
+        pli = RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=aiortc_compat.sender_ssrc(red_sender))
+        await aiortc_compat.handle_rtcp(red_sender, pli)
+        await until(lambda: room.video.keyframes == before + 1, 1)
         await until(lambda: any(m.remb for m in room.members.values()), 5)
-        assert MIN_BITRATE <= room.target_bitrate() <= MAX_BITRATE
+        assert MIN_BITRATE <= room.video.target_bitrate() <= MAX_BITRATE
 
         # DELETE participant (the broker releases the port and publishes the event): media closes < 2 s
         blue = clients["blue"].participant

@@ -11,7 +11,7 @@ import pylibsrtp
 import pytest
 from pylibsrtp import Policy, Session
 
-from media import srtp
+from media import aiortc_compat, srtp
 
 pytestmark = pytest.mark.media
 T = TypeVar("T")
@@ -29,12 +29,12 @@ def sessions() -> tuple[Session, Session]:
 
 def with_original(fn: Callable[[], T]) -> T:
     """Run fn with pylibsrtp's own (GIL-releasing) method in place, then put back what was there."""
-    current = pylibsrtp.Session._Session__process  # type: ignore[attr-defined]
-    pylibsrtp.Session._Session__process = srtp.ORIGINAL_PROCESS  # type: ignore[attr-defined]
+    current = aiortc_compat.srtp_process()
+    aiortc_compat.set_srtp_process(srtp.ORIGINAL_PROCESS)
     try:
         return fn()
     finally:
-        pylibsrtp.Session._Session__process = current  # type: ignore[attr-defined]
+        aiortc_compat.set_srtp_process(current)
 
 
 def test_same_bytes_as_pylibsrtp() -> None:
@@ -47,7 +47,7 @@ def test_same_bytes_as_pylibsrtp() -> None:
     reference = with_original(run)
     srtp.install()
     assert srtp.install() is False  # idempotent
-    assert pylibsrtp.Session._Session__process is not srtp.ORIGINAL_PROCESS  # type: ignore[attr-defined]
+    assert aiortc_compat.srtp_process() is not srtp.ORIGINAL_PROCESS
     assert run() == reference
     assert reference[2] == RTP and reference[3] == RTCP
 
