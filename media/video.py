@@ -219,7 +219,7 @@ class VideoPipeline:
         self._delivered += 1
         self._send(output, pts, fresh)
 
-    def _send(self, data: bytes, pts: int, fresh: list[float]) -> None:
+    def _send(self, data: Any, pts: int, fresh: list[float]) -> None:
         """The encoded grid to every video receiver: packetised once for all the direct senders, one
         ``av.Packet`` for the others."""
         if not data:
