@@ -27,10 +27,11 @@ from aiohttp import web
 from aiortc import RTCRtpSender
 
 from infra.settings import Settings
-from media import aiortc_compat, srtp
+from media import aiortc_compat, peer, srtp
 from media.grid_encoder import VIDEO_TIME_BASE
 from media.internal import add_internal_routes
-from media.node import MediaNode, Session
+from media.node import MediaNode
+from media.peer import Session
 from media.room import Room
 from media.stats import LatencyStats
 from media.tracks import AudioOutTrack, VideoOutTrack
@@ -88,15 +89,15 @@ class BenchNode(MediaNode):
 
     def _audio_sender(self, session: Session, sender: RTCRtpSender, track: AudioOutTrack) -> None:
         if self.rtp_send == "direct":
-            self._send_directly(session, sender, track)
+            peer.send_directly(session, sender, track)
 
     def _video_sender(self, session: Session, room: Room, sender: RTCRtpSender, track: VideoOutTrack) -> None:
         shared = self.video_mode == "shared"
         if shared:  # per receiver: each aiortc sender hears its own receiver's PLI and REMB
-            self._route_feedback(session, room, sender)
+            peer.route_feedback(session, room, sender)
         self._probe_latency(session, sender, track)
         if shared and self.rtp_send == "direct":
-            self._send_directly(session, sender, track)
+            peer.send_directly(session, sender, track)
 
     def _probe_latency(self, session: Session, sender: RTCRtpSender, track: VideoOutTrack) -> None:
         """Time each frame sent to this receiver: from its source frames' arrival to its sending."""

@@ -11,62 +11,30 @@ are the composition root's to install, not the node's.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from infra.settings import Settings
-from infra.text import as_str
-from media import aiortc_compat, outbound
+from media import events, peer
 from media.errors import MediaNodeError
-from media.feedback import throttle_remb
-from media.inbound import receiver_of
 from media.members import Member
+from media.peer import Offer, Session, read_offer
 from media.room import Room
-from media.sdp import INBOUND_VIDEO_KBPS, cap_video_bandwidth, offered_kinds, vp8_preferences
+from media.sdp import INBOUND_VIDEO_KBPS, cap_video_bandwidth, offered_kinds
 from media.tracks import AudioOutTrack, VideoOutTrack
-from quotas import keys
 from quotas import nodes as registry
+from quotas.ledger import PortLedger
 from quotas.secret import shared_secret
 
 log = logging.getLogger("backupplus.media.node")
 
 RENEW_INTERVAL_S = 2.0
-
-
-@dataclass(frozen=True)
-class Offer:
-    """Who an offer is for, read from the participant document the broker hands over."""
-
-    pid: str
-    outage: str
-    conference: str
-    kind: str  # granted: audio | video
-    name: str
-
-
-@dataclass(eq=False)
-class Session:
-    pid: str
-    outage: str
-    conference: str
-    kind: str
-    pc: RTCPeerConnection
-    member: Member
-    connected: bool = False
-    closing: bool = False
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    hooks: list[aiortc_compat.Hook] = field(default_factory=list)  # removed when the session closes
 
 
 class MediaNode:
@@ -100,13 +68,14 @@ class MediaNode:
     async def start(self, redis: Any) -> MediaNode:
         self.redis = redis
         self.secret = await shared_secret(redis)
-        from quotas.ledger import PortLedger
-
         self.ledger = PortLedger(redis)
         await self._publish()
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name=f"media-heartbeat-{self.node_id}"),
-            asyncio.create_task(self._events_loop(), name=f"media-events-{self.node_id}"),
+            asyncio.create_task(
+                events.listen(self.redis, self._on_event, self._events_ready, lambda: self._shutdown, self.node_id),
+                name=f"media-events-{self.node_id}",
+            ),
             asyncio.create_task(self._renew_loop(), name=f"media-renew-{self.node_id}"),
         ]
         try:
@@ -218,9 +187,10 @@ class MediaNode:
             await self.close_participant(offer.pid, release=None, reason="replaced")
         session, room = self._open_session(offer)
         try:
-            self._add_tracks(session, room, offered_kinds(sdp))
+            peer.add_tracks(session, room, offered_kinds(sdp), self._audio_sender, self._video_sender)
             room.add(session.member)
-            self._watch(session, room)
+            peer.tap_inbound(session, room)
+            self._watch(session)
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             # non-trickle: setting the answer gathers every host candidate
             await session.pc.setLocalDescription(await session.pc.createAnswer())
@@ -240,24 +210,15 @@ class MediaNode:
 
     def _accept(self, participant: dict[str, Any], sdp_type: str) -> Offer:
         """Read the participant document; refuse what this node will not take (stopping, draining, full)."""
-        if sdp_type != "offer":
-            raise MediaNodeError("bad_offer", f"expected an offer, got {sdp_type!r}", status=400)
-        try:
-            pid = str(participant["id"])
-            outage = str(participant["outage"])
-            conference = str(participant["conference"])
-        except KeyError as exc:
-            raise MediaNodeError("bad_participant", f"missing {exc}", status=400) from None
-        kind = "video" if participant.get("kind") == "video" else "audio"
-        name = str(participant.get("display_name") or pid)
+        offer = read_offer(participant, sdp_type)
         if self.stopping:
             raise MediaNodeError("node_stopping", status=503)
-        hosted = outage in self.hosted_outages()
+        hosted = offer.outage in self.hosted_outages()
         if not hosted and self.draining:
             raise MediaNodeError("draining", "this media node takes no new conferences", status=503)
         if not hosted and (len(self.hosted_outages()) + 1) * self.outage_ports > self.capacity:
             raise MediaNodeError("node_full", "no room for another outage", status=503)
-        return Offer(pid=pid, outage=outage, conference=conference, kind=kind, name=name)
+        return offer
 
     def _open_session(self, offer: Offer) -> tuple[Session, Room]:
         """A peer connection for the participant, in its conference's room (made if needed)."""
@@ -279,73 +240,23 @@ class MediaNode:
         self._bump()
         return session, room
 
+    # The benchmark's node (benchmarks/media_node_bench.py) overrides these three.
     def _new_room(self, conference: str) -> Room:
         return Room(conference, fps=self.fps)
 
-    def _add_tracks(self, session: Session, room: Room, kinds: list[str]) -> None:
-        """What the participant receives: the mix for every participant, the grid for video ones (an
-        audio participant's video m-line is answered inactive). Transceivers are made before the offer
-        is applied, so the VP8-only codec preference binds."""
-        pc, member = session.pc, session.member
-        if "audio" in kinds:
-            member.audio_out = AudioOutTrack()
-            sender = pc.addTransceiver(member.audio_out, direction="sendrecv").sender
-            self._audio_sender(session, sender, member.audio_out)
-        if "video" in kinds:
-            if member.kind == "video":
-                member.video_out = VideoOutTrack(room)
-                transceiver = pc.addTransceiver(member.video_out, direction="sendrecv")
-            else:
-                transceiver = pc.addTransceiver("video", direction="inactive")
-            transceiver.setCodecPreferences(vp8_preferences())
-            if member.video_out is not None:
-                self._video_sender(session, room, transceiver.sender, member.video_out)
-
     def _audio_sender(self, session: Session, sender: RTCRtpSender, track: AudioOutTrack) -> None:
         """Wire the sender of what a participant hears: the room sends its RTP."""
-        self._send_directly(session, sender, track)
+        peer.send_directly(session, sender, track)
 
     def _video_sender(self, session: Session, room: Room, sender: RTCRtpSender, track: VideoOutTrack) -> None:
         """Wire the sender of the grid a participant sees: its feedback reaches the room's shared encoder,
         and the room sends its RTP."""
-        self._route_feedback(session, room, sender)
-        self._send_directly(session, sender, track)
+        peer.route_feedback(session, room, sender)
+        peer.send_directly(session, sender, track)
 
-    @staticmethod
-    def _send_directly(session: Session, sender: RTCRtpSender, track: AudioOutTrack | VideoOutTrack) -> None:
-        """The room sends this sender's RTP (media.outbound); its hooks go when the session closes."""
-        session.hooks.extend(outbound.install(sender, track))
-
-    @staticmethod
-    def _route_feedback(session: Session, room: Room, sender: RTCRtpSender) -> None:
-        """A receiver's PLI/FIR asks the room's shared encoder for a keyframe; its REMB sets its member's
-        bitrate estimate, which the encoder follows (the lowest)."""
-        member = session.member
-
-        def read_remb(packet: Any) -> None:
-            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-                try:
-                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
-                    if aiortc_compat.sender_ssrc(sender) in ssrcs:
-                        member.remb = bitrate
-                except ValueError:
-                    pass
-
-        session.hooks.append(aiortc_compat.replace_send_keyframe(sender, room.request_keyframe))
-        session.hooks.append(aiortc_compat.observe_rtcp(sender, read_remb))
-
-    def _watch(self, session: Session, room: Room) -> None:
-        """The peer connection's events: inbound tracks go to the room; connected starts the lease,
-        failed or closed ends the session."""
+    def _watch(self, session: Session) -> None:
+        """Connected starts the lease; failed or closed ends the session."""
         pc, pid = session.pc, session.pid
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            # decoded by the room (media.inbound), not by a decoder thread per receiver
-            receiver = receiver_of(pc, track)
-            if receiver is not None:
-                room.attach_inbound(session.member, receiver, track.kind)
-                session.hooks.append(throttle_remb(receiver))
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -409,9 +320,7 @@ class MediaNode:
                 await asyncio.wait_for(session.pc.close(), 5)
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the peer connection of %s: %s", pid, exc)
-            for hook in session.hooks:
-                hook.remove()
-            session.hooks.clear()
+            session.unhook()
             self._bump()
         finally:
             session.closed.set()
@@ -453,46 +362,10 @@ class MediaNode:
                 await asyncio.gather(*(self._renew_one(s) for s in live), return_exceptions=True)
 
     # --- events ------------------------------------------------------------------------------------
-    async def _events_loop(self) -> None:
-        while not self._shutdown:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(keys.EVENTS)
-                self._events_ready.set()
-                while not self._shutdown:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg and msg.get("type") == "message":
-                        await self._on_event(as_str(msg["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                log.warning("media node %s: events subscription lost (%s); resubscribing", self.node_id, exc)
-                await asyncio.sleep(0.5)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:  # noqa: BLE001, S110
-                    pass
-
-    async def _on_event(self, raw: str) -> None:
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            return
-        kind = event.get("type")
-        pids = [str(p) for p in event.get("participants") or [] if isinstance(p, str)]
-        if kind == "participant_left" and event.get("participant"):
-            pids.append(str(event["participant"]))
-            self._spawn(self.close_where(pids=pids, reason="participant_left"), name="event-left")
-        elif kind == "conference_closed":
-            self._spawn(
-                self.close_where(conference=event.get("conference"), pids=pids, reason="conference_closed"),
-                name="event-conference",
+    def _on_event(self, raw: str) -> None:
+        closing = events.closing_for(raw)
+        if closing is not None:
+            close = self.close_where(
+                outage=closing.outage, conference=closing.conference, pids=closing.pids, reason=closing.reason
             )
-        elif kind == "outage_ended":
-            self._spawn(
-                self.close_where(
-                    outage=event.get("outage"), pids=pids, reason=f"outage_{event.get('state')}"
-                ),
-                name="event-outage",
-            )
+            self._spawn(close, name=f"event-{closing.reason}")
