@@ -120,8 +120,8 @@ def clip_opus(freq: float, frames: int, talking: bool = True) -> list[bytes]:
 
 
 def machine_reference_ms(clip: list[bytes]) -> float:
-    """CPU ms of one VP8 decode of the clip, alone on a thread: how fast this machine is today
-    (machines of the same kind differed by 1.8x from one day to the next here)."""
+    """CPU ms of one VP8 decode of the clip, alone on a thread: how fast this machine is today (machines
+    of one kind differ from day to day; docs/MEDIA.md)."""
     best = float("inf")
     for _ in range(3):
         decoder: Any = av.CodecContext.create("libvpx", "r")
@@ -186,7 +186,7 @@ class CpuQuota:
     ``cpu.cfs_quota_us``), to see how it behaves on a machine that slower: a slower CPU makes every
     operation longer, a quota makes the node wait for its next period. With a 10 ms period the wait
     is at most a few ms, small beside the 40 ms between composed frames. Needs a writable cgroup
-    (root in a container here). The cgroup is made before the node starts; the node joins it itself,
+    (root in a container). The cgroup is made before the node starts; the node joins it itself,
     before it starts any thread."""
 
     PERIOD_US = 10_000
