@@ -12,6 +12,7 @@ from aiohttp import web
 from api.appkeys import MEDIA_GATEWAY, REDIS, SETTINGS
 from broker.errors import MediaNodeFailed
 from broker.errors import NoMediaNode as BrokerNoMediaNode
+from media import srtp
 from media.errors import MediaNodeError, NoMediaNode
 from media.internal import add_internal_routes
 from media.node import MediaNode
@@ -56,6 +57,8 @@ def attach_media(app: web.Application, *, in_process_node: bool) -> None:
     """Sets app[MEDIA_GATEWAY] (and app[MEDIA_PLANE]); with ``in_process_node`` also runs a media node in
     this process, reachable at settings.base_url + /internal/media/offer. Must be called before the
     app starts, after the cleanup_ctx that sets SETTINGS and REDIS."""
+    if in_process_node:
+        srtp.install()  # the media node's process-wide patch: SRTP keeps the GIL
     plane = MediaPlane(router=MediaRouter())
     app[MEDIA_GATEWAY] = RouterGateway(plane.router)
     app[MEDIA_PLANE] = plane

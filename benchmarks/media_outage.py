@@ -22,138 +22,28 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import av
 import numpy as np
+from aiortc.mediastreams import MediaStreamTrack
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from aiohttp import web
-from aiortc.mediastreams import MediaStreamTrack
+sys.path.insert(0, str(ROOT))  # infra, media and the test clients (tests/support) of this checkout
 
 from infra import eventloop
 from infra.redisproc import RedisServer, free_port
 from infra.settings import Settings
-from media.testing import encode_vp8
+from tests.support.media_clients import encode_vp8
+
+if TYPE_CHECKING:
+    from tests.support.media_clients import Client
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # the issue's targets for one full outage on one node, drawn on the plots
 TARGET_CORES, TARGET_FPS, TARGET_P95_MS = 1.0, 25, 60
-
-
-# --- node child ----------------------------------------------------------------------------------
-async def node_child(args: argparse.Namespace) -> None:
-    import redis.asyncio as aioredis
-
-    # before any thread starts: every thread of the node inherits them
-    if args.cpus:
-        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
-    if args.cgroup:
-        (Path(args.cgroup) / "cgroup.procs").write_text(str(os.getpid()))
-
-    from media.internal import add_internal_routes
-    from media.node import MediaNode
-
-    if args.switch_interval:
-        sys.setswitchinterval(args.switch_interval / 1000)
-    redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
-    url = f"http://127.0.0.1:{args.port}"
-    node = MediaNode(
-        Settings(),
-        url=url,
-        node_id=f"bench-{args.mode}",
-        fps=args.fps,
-        video_mode=args.mode,
-        collect_stats=True,
-        decode_threads=args.decode_threads,
-        srtp_holds_gil=args.srtp_gil == "hold",
-        direct_rtp=args.rtp_send == "direct",
-    )
-    app = web.Application(client_max_size=1 << 20)
-    add_internal_routes(app, lambda: node)
-
-    def audio_encodes() -> int:
-        return sum(r.audio_encodes for r in node.rooms.values())
-
-    async def stats(request: web.Request) -> web.Response:
-        st = node.stats
-        assert st is not None
-        if request.query.get("reset"):
-            if args.profile:
-                profiler.enable()
-            st.samples.clear()
-            st.sent.clear()
-            st.composed = 0
-            st.held = 0
-            st.received = 0
-            st.compose_cpu_s = st.encode_cpu_s = 0.0
-            st.compose_s.clear()
-            st.queue_s.clear()
-            lags.clear()
-            return web.json_response({"ok": True, "audio_encodes": audio_encodes()})
-        if args.profile:
-            profiler.disable()
-            profiler.dump_stats(args.profile)
-        lat = np.fromiter(st.samples, dtype=float) if st.samples else np.zeros(1)
-        return web.json_response(
-            {
-                "p50_ms": float(np.percentile(lat, 50) * 1000),
-                "p95_ms": float(np.percentile(lat, 95) * 1000),
-                "p99_ms": float(np.percentile(lat, 99) * 1000),
-                "samples": len(st.samples),
-                "sent": st.sent,
-                "composed": st.composed,
-                "held": st.held,
-                "received": st.received,
-                "compose_cpu_ms": st.compose_cpu_s * 1000 / max(1, st.composed),
-                "encode_cpu_ms": st.encode_cpu_s * 1000 / max(1, st.composed),
-                "keyframes": sum(r.keyframes for r in node.rooms.values()),
-                "audio_encodes": audio_encodes(),
-                "bitrate": [r._encoder.bitrate for r in node.rooms.values() if r._encoder is not None],
-                "sessions": len(node.sessions),
-                "compose_p50_ms": float(np.percentile(np.fromiter(st.compose_s, float), 50) * 1000)
-                if st.compose_s
-                else 0.0,
-                "compose_p95_ms": float(np.percentile(np.fromiter(st.compose_s, float), 95) * 1000)
-                if st.compose_s
-                else 0.0,
-                "lag_p50_ms": float(np.percentile(lags, 50) * 1000) if lags else 0.0,
-                "lag_p95_ms": float(np.percentile(lags, 95) * 1000) if lags else 0.0,
-                "queue_p95_ms": float(np.percentile(np.fromiter(st.queue_s, float), 95) * 1000)
-                if st.queue_s
-                else 0.0,
-            }
-        )
-
-    lags: list[float] = []
-    import cProfile
-
-    profiler = cProfile.Profile()
-
-    async def lag_probe() -> None:  # how late the event loop runs a 10 ms timer
-        while True:
-            t = time.monotonic()
-            await asyncio.sleep(0.01)
-            lags.append(time.monotonic() - t - 0.01)
-            del lags[:-5000]
-
-    probe = asyncio.create_task(lag_probe())
-    app.router.add_get("/bench/stats", stats)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", args.port).start()
-    await node.start(redis)
-    print("ready", flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    probe.cancel()
-    await node.stop()
-    await runner.cleanup()
-    await redis.aclose()
 
 
 # --- clients -------------------------------------------------------------------------------------
@@ -238,30 +128,9 @@ def clip_opus(freq: float, frames: int, talking: bool = True) -> list[bytes]:
     return out
 
 
-class OpusPackets(MediaStreamTrack):
-    """Loops pre-encoded Opus packets in real time, 20 ms each (the sender only packetises)."""
-
-    kind = "audio"
-
-    def __init__(self, packets: list[bytes]) -> None:
-        super().__init__()
-        self.packets, self._n, self._start = packets, 0, None
-
-    async def recv(self) -> av.Packet:
-        if self._start is None:
-            self._start = time.monotonic()
-        wait = self._start + self._n * 0.02 - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        p = av.Packet(self.packets[self._n % len(self.packets)])
-        p.pts, p.time_base = self._n * 960, fractions.Fraction(1, 48000)
-        self._n += 1
-        return p
-
-
 def machine_reference_ms(clip: list[bytes]) -> float:
-    """CPU ms of one VP8 decode of the clip, alone on a thread: how fast this machine is today
-    (machines of the same kind differed by 1.8x from one day to the next here)."""
+    """CPU ms of one VP8 decode of the clip, alone on a thread: how fast this machine is today (machines
+    of one kind differ from day to day; docs/MEDIA.md)."""
     best = float("inf")
     for _ in range(3):
         decoder: Any = av.CodecContext.create("libvpx", "r")
@@ -326,7 +195,7 @@ class CpuQuota:
     ``cpu.cfs_quota_us``), to see how it behaves on a machine that slower: a slower CPU makes every
     operation longer, a quota makes the node wait for its next period. With a 10 ms period the wait
     is at most a few ms, small beside the 40 ms between composed frames. Needs a writable cgroup
-    (root in a container here). The cgroup is made before the node starts; the node joins it itself,
+    (root in a container). The cgroup is made before the node starts; the node joins it itself,
     before it starts any thread."""
 
     PERIOD_US = 10_000
@@ -365,21 +234,32 @@ class CpuQuota:
             pass
 
 
-async def run_mode(
-    mode: str, args: argparse.Namespace, redis_url: str, clips: dict[str, Any], quota: float = 0.0
-) -> dict[str, Any]:
-    import aiohttp
-    import redis.asyncio as aioredis
+class OpusPackets(MediaStreamTrack):
+    """A pre-encoded Opus clip looped in real time, 20 ms a packet: a browser's microphone."""
 
-    from media.routing import MediaRouter
-    from media.testing import Client, PacketTrack, admit, seed_conference
-    from quotas import nodes as registry
-    from quotas.ledger import PortLedger
+    kind = "audio"
 
-    cap = CpuQuota(quota) if quota else None
-    if cap:
-        cap.create()
-    port = free_port()
+    def __init__(self, packets: list[bytes]) -> None:
+        super().__init__()
+        self.packets, self._n = packets, 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet:
+        if self._start is None:
+            self._start = time.monotonic()
+        wait = self._start + self._n * 0.02 - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        p = av.Packet(self.packets[self._n % len(self.packets)])
+        p.pts, p.time_base = self._n * 960, fractions.Fraction(1, 48000)
+        self._n += 1
+        return p
+
+
+async def start_node(
+    mode: str, args: argparse.Namespace, redis_url: str, port: int, cap: CpuQuota | None
+) -> subprocess.Popen[bytes]:
+    """The node process of one run (``media_node_bench.node_child``), once it says it is ready."""
     child = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
         [
             sys.executable,
@@ -411,116 +291,12 @@ async def run_mode(
         stdout=subprocess.PIPE,
         cwd=ROOT,
     )
-    await wait_ready(child)
-    redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
-    # The previous mode's node may still be in the registry (it had 10 s to stop, then was killed):
-    # this mode's outage must land on this mode's node.
-    this_node = f"bench-{mode}"
-    for node_id in await registry.live_nodes(redis):
-        if node_id != this_node:
-            await registry.unregister(redis, node_id)
-    if this_node not in await registry.live_nodes(redis):
-        raise RuntimeError(f"{this_node} said ready but is not in the registry")
-    ledger = PortLedger(redis)
-    router = MediaRouter(redis, Settings())
-    oid, cid = await seed_conference(ledger)
-    clients: list[Client] = []
-    first_decoder = len(CountingDecoder.instances)
-    http = aiohttp.ClientSession()
-    base = f"http://127.0.0.1:{port}"
     try:
-        for i in range(10):
-            p = await admit(ledger, oid, cid, f"Video {i + 1}", "video")
-            clients.append(
-                Client(
-                    p,
-                    audio=OpusPackets(clips["opus"][i % len(clips["opus"])]),
-                    video=PacketTrack(clips["vp8"][i % len(clips["vp8"])], 30),
-                )
-            )
-        for i in range(8):
-            p = await admit(ledger, oid, cid, f"Phone {i + 1}", "audio")
-            clients.append(
-                Client(p, audio=OpusPackets(clips["opus"][(i + 10) % len(clips["opus"])]), want_video=False)
-            )
-        for c in clients:
-            count_on_the_loop(c.pc)
-        for c in clients:  # one by one: 18 DTLS handshakes at once are slow on a busy machine
-            await c.connect(router.offer)
-            await c.wait_connected(30)
-        await asyncio.sleep(args.warmup)
-        async with http.get(base + "/bench/stats?reset=1") as resp:
-            encodes0 = (await resp.json())["audio_encodes"]
-        video_decoders = [d for d in CountingDecoder.instances[first_decoder:] if d.kind == "video"]
-        audio_decoders = [d for d in CountingDecoder.instances[first_decoder:] if d.kind == "audio"]
-        counts0 = [d.frames for d in video_decoders]
-        cpu0, main0, t0 = proc_cpu_s(child.pid), _task_cpu_s(child.pid, child.pid), time.monotonic()
-        rq0, load0 = runqueue_wait_s(child.pid), os.getloadavg()[0]
-        split0 = thread_cpu_by_name(child.pid)
-        throttled0 = cap.throttled_s() if cap else 0.0
-        await asyncio.sleep(args.seconds)
-        cpu1, main1, t1 = proc_cpu_s(child.pid), _task_cpu_s(child.pid, child.pid), time.monotonic()
-        rq1, load1 = runqueue_wait_s(child.pid), os.getloadavg()[0]
-        split1 = thread_cpu_by_name(child.pid)
-        throttled1 = cap.throttled_s() if cap else 0.0
-        counts1 = [d.frames for d in video_decoders]
-        async with http.get(base + "/bench/stats") as resp:
-            st = await resp.json()
-        wall = t1 - t0
-        recv_fps = [(b - a) / wall for a, b in zip(counts0, counts1)]
-        sent_fps = [n / wall for n in st["sent"].values()]
-        audio_ok = sum(1 for d in audio_decoders if d.frames > 0)
-        delivered_fps = float(np.mean(sent_fps)) if sent_fps else 0.0
-        return {
-            # per frame delivered (sent to every receiver): a per-receiver node composes more than its
-            # encoders can take, and a composed frame no receiver gets costs without counting
-            "cpu_ms_per_frame": (cpu1 - cpu0) / wall * 1000 / delivered_fps if delivered_fps else 0.0,
-            "mode": mode,
-            "quota": quota,
-            "throttled_per_s": (throttled1 - throttled0) / wall,
-            "cores": (cpu1 - cpu0) / wall,
-            "loop_cores": (main1 - main0) / wall,
-            "runq_wait": (rq1 - rq0) / wall,
-            **{
-                key: (split1.get(key, 0.0) - split0.get(key, 0.0)) / wall
-                for key in (*THREAD_GROUPS.values(), OTHER_THREADS)
-            },
-            "loadavg": (load0 + load1) / 2,
-            "composed_fps": st["composed"] / wall,
-            "held_per_s": st["held"] / wall,
-            "sent_fps_min": min(sent_fps) if sent_fps else 0.0,
-            "sent_fps_mean": float(np.mean(sent_fps)) if sent_fps else 0.0,
-            "recv_fps_min": min(recv_fps),
-            "recv_fps_mean": float(np.mean(recv_fps)),
-            "p50_ms": st["p50_ms"],
-            "p95_ms": st["p95_ms"],
-            "p99_ms": st["p99_ms"],
-            "samples": st["samples"],
-            "compose_p50_ms": st["compose_p50_ms"],
-            "compose_p95_ms": st["compose_p95_ms"],
-            "queue_p95_ms": st["queue_p95_ms"],
-            "lag_p50_ms": st["lag_p50_ms"],
-            "lag_p95_ms": st["lag_p95_ms"],
-            "peak_mb": proc_peak_mb(child.pid),
-            "keyframes": st["keyframes"],
-            "opus_per_tick": (st["audio_encodes"] - encodes0) / (wall / 0.02),
-            "inbound_fps": st["received"] / wall / 10,
-            "compose_cpu_ms": st["compose_cpu_ms"],
-            "encode_cpu_ms": st["encode_cpu_ms"],
-            "bitrate": st["bitrate"],
-            "audio_receivers": audio_ok,
-            "max_height": max((d.max_height for d in video_decoders), default=0),
-            "video_receivers": len(video_decoders),
-        }
-    finally:
-        for c in clients:
-            await c.close()
-        await http.close()
-        await router.close()
-        await redis.aclose()
-        stop_child(child)
-        if cap:
-            cap.remove()
+        await wait_ready(child)
+    except RuntimeError:
+        stop_node(child)
+        raise
+    return child
 
 
 async def wait_ready(child: subprocess.Popen[bytes]) -> None:
@@ -531,8 +307,7 @@ async def wait_ready(child: subprocess.Popen[bytes]) -> None:
         raise RuntimeError(f"the node child did not start: {line!r}")
 
 
-def stop_child(child: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the node child (it closes its calls and leaves the registry), SIGKILL after 10 s."""
+def stop_node(child: subprocess.Popen[bytes]) -> None:
     child.send_signal(signal.SIGTERM)
     try:
         child.wait(10)
@@ -541,16 +316,187 @@ def stop_child(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
+async def claim_registry(redis: Any, this_node: str) -> None:
+    """The previous run's node may still be in the registry (it had 10 s to stop, then was killed):
+    this run's outage must land on this run's node."""
+    from quotas import nodes as registry
+
+    for node_id in await registry.live_nodes(redis):
+        if node_id != this_node:
+            await registry.unregister(redis, node_id)
+    if this_node not in await registry.live_nodes(redis):
+        raise RuntimeError(f"{this_node} said ready but is not in the registry")
+
+
+async def join_outage(clients: list[Client], ledger: Any, router: Any, clips: dict[str, Any]) -> None:
+    """One full outage joins, one by one (18 DTLS handshakes at once are slow on a busy machine):
+    10 video senders and 8 audio participants, appended to ``clients`` as they are made."""
+    from tests.support.media_clients import Client, PacketTrack, admit, seed_conference
+
+    oid, cid = await seed_conference(ledger)
+    for i in range(10):
+        p = await admit(ledger, oid, cid, f"Video {i + 1}", "video")
+        clients.append(
+            Client(
+                p,
+                audio=OpusPackets(clips["opus"][i % len(clips["opus"])]),
+                video=PacketTrack(clips["vp8"][i % len(clips["vp8"])], 30),
+            )
+        )
+    for i in range(8):
+        p = await admit(ledger, oid, cid, f"Phone {i + 1}", "audio")
+        clients.append(Client(p, audio=OpusPackets(clips["opus"][(i + 10) % len(clips["opus"])]), want_video=False))
+    for c in clients:
+        count_on_the_loop(c.pc)
+    for c in clients:
+        await c.connect(router.offer)
+        await c.wait_connected(30)
+
+
+@dataclass
+class Reading:
+    """The node's counters at one instant, read from /proc by the client process."""
+
+    t: float
+    cpu: float
+    loop_cpu: float
+    runq: float
+    load: float
+    threads: dict[str, float]
+    throttled: float
+    frames: list[int]  # frames each video client received so far
+
+    @classmethod
+    def take(cls, pid: int, cap: CpuQuota | None, video_decoders: list[CountingDecoder]) -> Reading:
+        return cls(
+            cpu=proc_cpu_s(pid),
+            loop_cpu=_task_cpu_s(pid, pid),
+            t=time.monotonic(),
+            runq=runqueue_wait_s(pid),
+            load=os.getloadavg()[0],
+            threads=thread_cpu_by_name(pid),
+            throttled=cap.throttled_s() if cap else 0.0,
+            frames=[d.frames for d in video_decoders],
+        )
+
+
+async def measure(
+    args: argparse.Namespace, child: subprocess.Popen[bytes], cap: CpuQuota | None, base: str, first_decoder: int
+) -> tuple[Reading, Reading, dict[str, Any], int, list[CountingDecoder]]:
+    """After the warm-up, ``args.seconds`` of the node's work: its counters before and after, what it
+    measured itself (``/bench/stats``), its Opus encodes at the start, and the clients' decoders."""
+    import aiohttp
+
+    await asyncio.sleep(args.warmup)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/bench/stats?reset=1") as resp:
+            encodes0 = (await resp.json())["audio_encodes"]
+        decoders = CountingDecoder.instances[first_decoder:]
+        video_decoders = [d for d in decoders if d.kind == "video"]
+        before = Reading.take(child.pid, cap, video_decoders)
+        await asyncio.sleep(args.seconds)
+        after = Reading.take(child.pid, cap, video_decoders)
+        async with http.get(base + "/bench/stats") as resp:
+            st = await resp.json()
+    return before, after, st, encodes0, decoders
+
+
+def summarise(
+    mode: str,
+    quota: float,
+    pid: int,
+    readings: tuple[Reading, Reading],
+    st: dict[str, Any],
+    encodes0: int,
+    decoders: list[CountingDecoder],
+) -> dict[str, Any]:
+    """One run's result row."""
+    before, after = readings
+    wall = after.t - before.t
+    video_decoders = [d for d in decoders if d.kind == "video"]
+    recv_fps = [(b - a) / wall for a, b in zip(before.frames, after.frames)]
+    sent_fps = [n / wall for n in st["sent"].values()]
+    delivered_fps = float(np.mean(sent_fps)) if sent_fps else 0.0
+    cores = (after.cpu - before.cpu) / wall
+    return {
+        # per frame delivered (sent to every receiver): a per-receiver node composes more than its
+        # encoders can take, and a composed frame no receiver gets costs without counting
+        "cpu_ms_per_frame": cores * 1000 / delivered_fps if delivered_fps else 0.0,
+        "mode": mode,
+        "quota": quota,
+        "throttled_per_s": (after.throttled - before.throttled) / wall,
+        "cores": cores,
+        "loop_cores": (after.loop_cpu - before.loop_cpu) / wall,
+        "runq_wait": (after.runq - before.runq) / wall,
+        **{
+            key: (after.threads.get(key, 0.0) - before.threads.get(key, 0.0)) / wall
+            for key in (*THREAD_GROUPS.values(), OTHER_THREADS)
+        },
+        "loadavg": (before.load + after.load) / 2,
+        "composed_fps": st["composed"] / wall,
+        "held_per_s": st["held"] / wall,
+        "sent_fps_min": min(sent_fps) if sent_fps else 0.0,
+        "sent_fps_mean": delivered_fps,
+        "recv_fps_min": min(recv_fps),
+        "recv_fps_mean": float(np.mean(recv_fps)),
+        **{key: st[key] for key in ("p50_ms", "p95_ms", "p99_ms", "samples", "compose_p50_ms", "compose_p95_ms")},
+        **{key: st[key] for key in ("queue_p95_ms", "lag_p50_ms", "lag_p95_ms")},
+        "peak_mb": proc_peak_mb(pid),
+        "keyframes": st["keyframes"],
+        "opus_per_tick": (st["audio_encodes"] - encodes0) / (wall / 0.02),
+        "inbound_fps": st["received"] / wall / 10,
+        "compose_cpu_ms": st["compose_cpu_ms"],
+        "encode_cpu_ms": st["encode_cpu_ms"],
+        "bitrate": st["bitrate"],
+        "audio_receivers": sum(1 for d in decoders if d.kind == "audio" and d.frames > 0),
+        "max_height": max((d.max_height for d in video_decoders), default=0),
+        "video_receivers": len(video_decoders),
+    }
+
+
+async def run_mode(
+    mode: str, args: argparse.Namespace, redis_url: str, clips: dict[str, Any], quota: float = 0.0
+) -> dict[str, Any]:
+    """One run: a node in ``mode`` (capped at ``quota`` of a core if given), one full outage on it."""
+    import redis.asyncio as aioredis
+
+    from media.routing import MediaRouter
+    from quotas.ledger import PortLedger
+
+    cap = CpuQuota(quota) if quota else None
+    if cap:
+        cap.create()
+    port = free_port()
+    clients: list[Client] = []
+    redis: Any = None
+    router: MediaRouter | None = None
+    try:
+        child = await start_node(mode, args, redis_url, port, cap)
+        try:
+            redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+            await claim_registry(redis, f"bench-{mode}")
+            router = MediaRouter(redis, Settings())
+            first_decoder = len(CountingDecoder.instances)
+            await join_outage(clients, PortLedger(redis), router, clips)
+            before, after, st, encodes0, decoders = await measure(
+                args, child, cap, f"http://127.0.0.1:{port}", first_decoder
+            )
+            return summarise(mode, quota, child.pid, (before, after), st, encodes0, decoders)
+        finally:
+            for c in clients:
+                await c.close()
+            if router is not None:
+                await router.close()
+            if redis is not None:
+                await redis.aclose()
+            stop_node(child)
+    finally:
+        if cap:
+            cap.remove()
+
+
 async def main_async(args: argparse.Namespace) -> None:
-    ncpu = len(os.sched_getaffinity(0))
-    args.node_cpus = ""
-    if args.pin and ncpu >= 2:
-        # The node alone on one CPU, as on its own machine: "<= 1 core" becomes a hard budget and the
-        # clients (and redis-server, started below, which inherits this) cannot take its CPU.
-        cpus = sorted(os.sched_getaffinity(0))
-        args.node_cpus = str(cpus[0])
-        os.sched_setaffinity(0, set(cpus[1:]))
-        print(f"node pinned to CPU {cpus[0]}; clients and redis-server on CPU(s) {cpus[1:]}", flush=True)
+    args.node_cpus = pin_clients(args.pin)
     t = time.monotonic()
     clips = {
         "vp8": [clip_vp8(640, 480, 60, 30, seed) for seed in range(3)],
@@ -573,8 +519,63 @@ async def main_async(args: argparse.Namespace) -> None:
     finally:
         server.stop()
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    # the machine's speed drifts during a run here (other tenants): measured again at the end
-    reference_end_ms = machine_reference_ms(clips["vp8"][0])
+    client_cpu_s = ru.ru_utime + ru.ru_stime - client_cpu0.ru_utime - client_cpu0.ru_stime
+    # the machine's speed drifts during a run (other tenants): measured again at the end
+    print_report(results, args, machine_reference_ms(clips["vp8"][0]), client_cpu_s)
+    if args.plot:
+        (plot_headroom if args.cpu_quota else plot)(results, args, Path(args.plot))
+        print(f"plot: {args.plot}")
+
+
+def pin_clients(pin: bool) -> str:
+    """With ``pin`` and two CPUs or more: this process (the clients, and redis-server started after)
+    leaves the first CPU to the node, as if the node had its own machine ("<= 1 core" becomes a hard
+    budget). Returns the node's CPU ("" when not pinned)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return ""
+    os.sched_setaffinity(0, set(cpus[1:]))
+    print(f"node pinned to CPU {cpus[0]}; clients and redis-server on CPU(s) {cpus[1:]}", flush=True)
+    return str(cpus[0])
+
+
+ROWS = [  # (label, result key, format); the quota row only in --cpu-quota runs
+    ("node CPU (cores)", "cores", "{:.2f}"),
+    ("  of which event-loop thread", "loop_cores", "{:.2f}"),
+    ("  of which compose(+encode) thread", "compose_cores", "{:.2f}"),
+    ("  of which video decoder threads", "vdec_cores", "{:.2f}"),
+    ("  of which audio thread", "audio_cores", "{:.2f}"),
+    ("  of which other threads (per-receiver: its encoders)", "other_cores", "{:.2f}"),
+    ("node CPU-ms per frame delivered", "cpu_ms_per_frame", "{:.1f}"),
+    ("waiting for a CPU (thread-s/s)", "runq_wait", "{:.2f}"),
+    ("held back by the CPU quota (s/s)", "throttled_per_s", "{:.2f}"),
+    ("machine load average (1 min)", "loadavg", "{:.1f}"),
+    ("inbound frames/s per sender (30 sent)", "inbound_fps", "{:.1f}"),
+    ("composed frames/s", "composed_fps", "{:.1f}"),
+    ("compositor ticks skipped for a backlog /s", "held_per_s", "{:.1f}"),
+    ("frames/s sent per receiver (min)", "sent_fps_min", "{:.1f}"),
+    ("frames/s received per client (min)", "recv_fps_min", "{:.1f}"),
+    ("frames/s received per client (mean)", "recv_fps_mean", "{:.1f}"),
+    ("audio receivers getting audio", "audio_receivers", "{}"),
+    ("Opus encodes per 20 ms", "opus_per_tick", "{:.1f}"),
+    ("added latency p50 (ms)", "p50_ms", "{:.1f}"),
+    ("added latency p95 (ms)", "p95_ms", "{:.1f}"),
+    ("added latency p99 (ms)", "p99_ms", "{:.1f}"),
+    ("compose CPU per frame (ms)", "compose_cpu_ms", "{:.1f}"),
+    ("shared encode CPU per frame (ms)", "encode_cpu_ms", "{:.1f}"),
+    ("compose+encode p50 (ms)", "compose_p50_ms", "{:.1f}"),
+    ("compose+encode p95 (ms)", "compose_p95_ms", "{:.1f}"),
+    ("event-loop lag p50 (ms)", "lag_p50_ms", "{:.1f}"),
+    ("event-loop lag p95 (ms)", "lag_p95_ms", "{:.1f}"),
+    ("node peak RSS (MiB)", "peak_mb", "{:.0f}"),
+    ("max video height received", "max_height", "{}"),
+]
+
+
+def print_report(
+    results: list[dict[str, Any]], args: argparse.Namespace, reference_end_ms: float, client_cpu_s: float
+) -> None:
+    """The table of every run side by side, and the per-receiver/shared ratio for a plain two-mode run."""
     print()
     print(
         f"full outage on one node: 10 video senders 640x480@30 (pre-encoded VP8) + 8 audio, "
@@ -584,52 +585,16 @@ async def main_async(args: argparse.Namespace) -> None:
         + (f"node pinned to CPU {args.node_cpus}" if args.node_cpus else "node not pinned")
         + f"; VP8 640x480 decode here: {args.reference_ms:.2f} ms before, {reference_end_ms:.2f} ms after"
     )
-    head = f"{'':<34}" + "".join(f"{run_label(r):>16}" for r in results)
-    print(head)
-    rows = [
-        ("node CPU (cores)", "cores", "{:.2f}"),
-        ("  of which event-loop thread", "loop_cores", "{:.2f}"),
-        ("  of which compose(+encode) thread", "compose_cores", "{:.2f}"),
-        ("  of which video decoder threads", "vdec_cores", "{:.2f}"),
-        ("  of which audio thread", "audio_cores", "{:.2f}"),
-        ("  of which other threads (per-receiver: its encoders)", "other_cores", "{:.2f}"),
-        ("node CPU-ms per frame delivered", "cpu_ms_per_frame", "{:.1f}"),
-        ("waiting for a CPU (thread-s/s)", "runq_wait", "{:.2f}"),
-        *([("held back by the CPU quota (s/s)", "throttled_per_s", "{:.2f}")] if args.cpu_quota else []),
-        ("machine load average (1 min)", "loadavg", "{:.1f}"),
-        ("inbound frames/s per sender (30 sent)", "inbound_fps", "{:.1f}"),
-        ("composed frames/s", "composed_fps", "{:.1f}"),
-        ("compositor ticks skipped for a backlog /s", "held_per_s", "{:.1f}"),
-        ("frames/s sent per receiver (min)", "sent_fps_min", "{:.1f}"),
-        ("frames/s received per client (min)", "recv_fps_min", "{:.1f}"),
-        ("frames/s received per client (mean)", "recv_fps_mean", "{:.1f}"),
-        ("audio receivers getting audio", "audio_receivers", "{}"),
-        ("Opus encodes per 20 ms", "opus_per_tick", "{:.1f}"),
-        ("added latency p50 (ms)", "p50_ms", "{:.1f}"),
-        ("added latency p95 (ms)", "p95_ms", "{:.1f}"),
-        ("added latency p99 (ms)", "p99_ms", "{:.1f}"),
-        ("compose CPU per frame (ms)", "compose_cpu_ms", "{:.1f}"),
-        ("shared encode CPU per frame (ms)", "encode_cpu_ms", "{:.1f}"),
-        ("compose+encode p50 (ms)", "compose_p50_ms", "{:.1f}"),
-        ("compose+encode p95 (ms)", "compose_p95_ms", "{:.1f}"),
-        ("event-loop lag p50 (ms)", "lag_p50_ms", "{:.1f}"),
-        ("event-loop lag p95 (ms)", "lag_p95_ms", "{:.1f}"),
-        ("node peak RSS (MiB)", "peak_mb", "{:.0f}"),
-        ("max video height received", "max_height", "{}"),
-    ]
-    for label, key, fmt in rows:
-        print(f"{label:<34}" + "".join(f"{fmt.format(r[key]):>16}" for r in results))
+    print(f"{'':<34}" + "".join(f"{run_label(r):>16}" for r in results))
+    for label, key, fmt in ROWS:
+        if key != "throttled_per_s" or args.cpu_quota:
+            print(f"{label:<34}" + "".join(f"{fmt.format(r[key]):>16}" for r in results))
     if not args.cpu_quota and len(results) == 2 and results[0]["cores"] > 0 and results[0]["cpu_ms_per_frame"] > 0:
         print(
             f"per_receiver / shared: CPU {results[1]['cores'] / results[0]['cores']:.2f}x, "
             f"CPU per frame delivered {results[1]['cpu_ms_per_frame'] / results[0]['cpu_ms_per_frame']:.2f}x"
         )
-    print(
-        f"client process CPU over the whole run: {ru.ru_utime + ru.ru_stime - client_cpu0.ru_utime - client_cpu0.ru_stime:.1f} s"
-    )
-    if args.plot:
-        (plot_headroom if args.cpu_quota else plot)(results, args, Path(args.plot))
-        print(f"plot: {args.plot}")
+    print(f"client process CPU over the whole run: {client_cpu_s:.1f} s")
 
 
 def run_label(result: dict[str, Any]) -> str:
@@ -778,6 +743,8 @@ def main() -> None:
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.node_child:
+        from media_node_bench import node_child  # beside this file
+
         eventloop.run(node_child(args), args.loop)
     else:
         asyncio.run(main_async(args))

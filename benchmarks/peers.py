@@ -47,12 +47,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from media.mixer import CANVAS_H, CANVAS_W, fit, grid
+
 from benchmarks import media_outage as mo
 from benchmarks.janus_client import JanusError, JanusHandle, JanusSession
 from infra import eventloop
 from infra.redisproc import RedisServer, free_port
-from media.mixer import CANVAS_H, CANVAS_W, fit, grid
-from media.testing import PacketTrack
+from tests.support.media_clients import PacketTrack
 
 JANUS = "/usr/bin/janus"
 JANUS_AUDIO_THREADS = {"mixer"}  # what Janus 1.1.2 names the AudioBridge room's thread
@@ -487,7 +488,7 @@ async def janus_phase(args: argparse.Namespace, clips: dict[str, Any], audio_onl
     import aiohttp
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-    from media.testing import Client
+    from tests.support.media_clients import Client
 
     server = JanusServer({args.server_cpu} if args.server_cpu is not None else None)
     http = aiohttp.ClientSession()
@@ -594,9 +595,9 @@ async def ours_phase(
 
     from infra.settings import Settings
     from media.routing import MediaRouter
-    from media.testing import Client, admit, seed_conference
     from quotas import nodes as registry
     from quotas.ledger import PortLedger
+    from tests.support.media_clients import Client, admit, seed_conference
 
     port = free_port()
     node_id = "bench-shared"
@@ -671,7 +672,7 @@ async def ours_phase(
         await http.close()
         await router.close()
         await redis.aclose()
-        mo.stop_child(child)
+        mo.stop_node(child)
 
 
 # --- picture quality and the grid's latency ------------------------------------------------------

@@ -1,12 +1,10 @@
 """Congestion feedback the node sends: REMB at a sane rate.
 
-aiortc's receiver runs a delay-based bandwidth estimator on every packet carrying abs-send-time and
-sends a REMB each time the estimate is updated, and while its detector reads "overusing" that is
-*every packet*. A node short of CPU delays its own packets, the detector reads that as congestion,
-and the node starts sending a REMB per received packet (seen here: ~500 SRTCP packets a second for
-one outage), which costs more CPU: a feedback loop. libwebrtc's answer (RembThrottler) is followed
-here: a REMB goes out at most every 200 ms, unless the estimate drops by 3% or more since the last
-one sent, which is passed at once (a sender must hear about congestion without delay).
+aiortc's receiver sends a REMB each time its delay-based estimate is updated, which while its detector
+reads "overusing" is every packet. A node short of CPU delays its own packets, reads that as
+congestion and floods REMBs, which costs more CPU: a feedback loop. libwebrtc's rule (RembThrottler)
+is followed: a REMB at most every 200 ms, unless the estimate drops by 3% or more since the last one
+sent, which goes at once (a sender must hear about congestion without delay). Figures: docs/MEDIA.md.
 """
 
 from __future__ import annotations
@@ -18,12 +16,14 @@ from typing import Any
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
+from media import aiortc_compat
+
 REMB_INTERVAL_S = 0.2
 REMB_DROP_FRACTION = 0.97
 
 
 class RembThrottle:
-    """Wraps one receiver's ``_send_rtcp``; everything but REMB passes untouched."""
+    """Wraps one receiver's RTCP send; everything but REMB passes untouched."""
 
     def __init__(
         self,
@@ -58,8 +58,7 @@ class RembThrottle:
         await self._send(packet)
 
 
-def throttle_remb(receiver: RTCRtpReceiver) -> RembThrottle:
-    """Install a :class:`RembThrottle` on ``receiver`` (an instance attribute over the method)."""
-    throttle = RembThrottle(receiver._send_rtcp)
-    receiver._send_rtcp = throttle  # type: ignore[method-assign]
-    return throttle
+def throttle_remb(receiver: RTCRtpReceiver) -> aiortc_compat.Hook:
+    """Put a :class:`RembThrottle` in the way of every RTCP packet ``receiver`` sends."""
+    throttle = RembThrottle(aiortc_compat.receiver_send_rtcp(receiver))
+    return aiortc_compat.replace_receiver_send_rtcp(receiver, throttle)

@@ -1,25 +1,19 @@
 """Inbound media without aiortc's per-receiver decoder threads.
 
-aiortc's ``RTCRtpReceiver`` reassembles frames on the event loop and hands each one, through a
-``queue.Queue``, to a decoder thread of its own; decoded frames come back to the loop through
-``run_coroutine_threadsafe`` and an ``asyncio.Queue``. For a full outage that is 28 threads waking
-~1,200 times a second, each wake-up a GIL hand-off that the event loop (which does every packet's
-SRTP/RTP work) must wait for: the cProfile of the node showed ``srtp_unprotect`` — a 5 µs C call that
-drops and retakes the GIL — costing 165 µs of the loop's wall time on average.
+aiortc's ``RTCRtpReceiver`` hands each reassembled frame, through a queue, to a decoder thread of its
+own, and decoded frames come back to the event loop. For a full outage that is dozens of threads
+waking over a thousand times a second, each wake-up a GIL hand-off the event loop (which does every
+packet's SRTP/RTP work) waits for. A :class:`DecodeTap` takes the place of that queue (the receiver
+keeps its jitter buffer, NACK, PLI and RTCP; only where the encoded frame goes changes):
 
-A :class:`DecodeTap` takes the place of that queue (the receiver keeps its jitter buffer, NACK, PLI
-and RTCP; only where the encoded frame goes changes):
-
-- audio goes, undecoded, to the room's audio thread, which decodes it (Opus straight to mono with
-  libopus, ``media.opus``, ~0.04 ms for 20 ms) into the member's mixing buffer at its next 20 ms tick (decoding on the loop
-  was tried: 900 GIL-releasing calls a second there made the loop lag 30-45 ms);
-- video goes to the room's :class:`VideoDecoders`: a small fixed set of threads (one conference's
-  senders pinned to them, so each stream is decoded in order by one thread) that store the latest
-  decoded picture on the member for the compositor, without going back through the loop;
+- audio goes, undecoded, to the room's audio thread, which decodes it into the member's mixing buffer
+  at its next 20 ms tick (:class:`AudioIngest`);
+- video goes to the room's :class:`VideoDecoders`: a few threads (each sender pinned to one, so each
+  stream is decoded in order) that store the latest picture on the member for the compositor;
 - anything not wanted (an audio participant's camera) is dropped undecoded.
 
 aiortc's own decoder thread is still started by ``receive()`` but sleeps on the tap until the
-receiver stops; then it ends the track as before, so close paths are unchanged.
+receiver stops; then it ends the track as before, so close paths are unchanged. Figures: docs/MEDIA.md.
 """
 
 from __future__ import annotations
@@ -29,30 +23,24 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import av
 import numpy as np
 from aiortc.codecs import get_decoder
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
-from media import opus
-
-if TYPE_CHECKING:
-    from media.mixer import LatencyStats, Member
+from media import aiortc_compat, opus
+from media.members import Member
+from media.stats import LatencyStats
+from media.threads import name_os_thread
 
 log = logging.getLogger("backupplus.media.inbound")
 
 MAX_AUDIO_BUFFERED = opus.FRAME_SAMPLES * 6  # 120 ms: beyond that the oldest audio is dropped (bounded jitter)
 
-# aiortc's private receiver attributes the tap replaces / reads (name-mangled).
-_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
-_THREAD_ATTR = "_RTCRtpReceiver__decoder_thread"
-_ERROR_ATTR = "_RTCRtpReceiver__decoder_error"
-
-
 # what a video sender's tap hands its decoder thread: who, codec, frame, receiver, arrival time
-_Job = tuple["Member", Any, Any, RTCRtpReceiver, float]
+_Job = tuple[Member, Any, Any, RTCRtpReceiver, float]
 
 
 MAX_BACKLOG = 15  # video frames waiting for one sender's decoder: half a second at 30 fps
@@ -62,9 +50,7 @@ class Vp8Decoder:
     """FFmpeg's own VP8 decoder, on the calling thread only.
 
     aiortc decodes VP8 with libvpx; FFmpeg's decoder gives the same pictures (bit-exact: VP8
-    decoding is normative) for less CPU: 0.82-0.96 instead of 1.03-1.18 ms per 640x480 frame here,
-    ten streams interleaved on one thread as a room's decoder threads run them
-    (``tests/test_media_inbound.py`` checks the pictures are identical)."""
+    decoding is normative; ``tests/test_media_inbound.py`` compares them) for less CPU."""
 
     def __init__(self) -> None:
         self.codec: Any = av.CodecContext.create("vp8", "r")
@@ -79,17 +65,6 @@ def video_decoder(codec: Any) -> Any:
     if codec.name == "VP8":
         return Vp8Decoder()
     return get_decoder(codec)
-
-
-class Backlog:
-    """One video sender's decode queue depth, as two counters with one writer each (``queued`` by
-    the event loop, ``done`` by the decoder thread): no lock needed."""
-
-    __slots__ = ("done", "dropped", "queued", "skipping")
-
-    def __init__(self) -> None:
-        self.queued = self.done = self.dropped = 0
-        self.skipping = False
 
 
 def is_vp8_keyframe(data: bytes) -> bool:
@@ -108,8 +83,8 @@ class DecodeTap:
         self._deliver = deliver
         self._closed = threading.Event()
 
-    # called by RTCRtpReceiver._handle_rtp_packet (event loop) with (codec, JitterFrame), and with
-    # None by RTCRtpReceiver.__stop_decoder
+    # called by the receiver (event loop) with (codec, JitterFrame) for each reassembled frame, and
+    # with None when it stops
     def put(self, item: tuple[Any, Any] | None) -> None:
         if item is None:
             self._closed.set()
@@ -137,16 +112,20 @@ def receiver_of(pc: Any, track: Any) -> RTCRtpReceiver | None:
 
 def install(receiver: RTCRtpReceiver, deliver: Callable[[Any, Any], None]) -> DecodeTap:
     """Put a tap in place of ``receiver``'s decoder queue; call before the receiver starts."""
-    if getattr(receiver, _THREAD_ATTR, None) is not None:
+    if aiortc_compat.decoder_started(receiver):
         raise TapTooLate("the receiver's decoder already started")
     tap = DecodeTap(deliver)
-    setattr(receiver, _QUEUE_ATTR, tap)
+    aiortc_compat.replace_decoder_queue(receiver, tap)
     return tap
+
+
+def drop(codec: Any, encoded: Any) -> None:
+    """Where an unwanted inbound stream's frames go: nowhere, undecoded."""
 
 
 def flag_decode_error(receiver: RTCRtpReceiver) -> None:
     """What aiortc's decoder does on a bad frame: the receiver sends a PLI with its next packet."""
-    event = getattr(receiver, _ERROR_ATTR, None)
+    event = aiortc_compat.decode_error_flag(receiver)
     if event is not None:
         event.set()
 
@@ -252,9 +231,7 @@ class VideoDecoders:
         return deliver
 
     def _work(self, q: queue.SimpleQueue[_Job | None]) -> None:
-        from media.mixer import _name_os_thread
-
-        _name_os_thread("mcu-vdecode")
+        name_os_thread("mcu-vdecode")
         decoders: dict[Member, tuple[str, Any]] = {}  # member -> (codec name, its decoder)
         while True:
             item = q.get()

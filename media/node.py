@@ -1,119 +1,57 @@
 """A media node: terminates participants' peer connections (aiortc) and runs one MCU room per conference.
 
 Ports follow media: while a participant's peer connection is connected the node renews its lease in
-the port ledger (state "connected"); when the connection fails or closes the node releases the port at
-once. Broker events (participant left, conference closed, outage ended) and a renew that finds the
-lease gone close the peer connection. The node registers itself in Redis (``quotas.nodes``) and
-heartbeats every 2 s; ``begin_drain`` stops it taking new outages.
+the port ledger (state "connected", re-admitting a lease the ledger lost); when the connection fails
+or closes the renewals stop and the lease runs out within seconds, unless the same participant comes
+back with a new offer. Broker events (participant left or preempted, conference closed, outage ended)
+and a renewal that finds the participant ended close the peer connection. The node registers itself in Redis (``quotas.nodes``) and
+heartbeats every 2 s; ``begin_drain`` stops it taking new outages. Process-wide patches (``media.srtp``)
+are the composition root's to install, not the node's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 
 from infra.settings import Settings
-from infra.text import as_str
-from media import outbound, srtp
+from media import events, peer
 from media.errors import MediaNodeError
-from media.feedback import throttle_remb
-from media.inbound import receiver_of
-from media.mixer import AudioOutTrack, LatencyStats, Member, Room, VideoOutTrack
-from quotas import keys
+from media.members import Member
+from media.peer import Offer, Session, read_offer
+from media.room import Room
+from media.sdp import INBOUND_VIDEO_KBPS, cap_video_bandwidth, offered_kinds
+from media.tracks import AudioOutTrack, VideoOutTrack
 from quotas import nodes as registry
+from quotas.ledger import PortLedger
 from quotas.secret import shared_secret
 
 log = logging.getLogger("backupplus.media.node")
 
 RENEW_INTERVAL_S = 2.0
-INBOUND_VIDEO_KBPS = 1000  # b=AS in the answer: what a browser may send us (we scale to 480p anyway)
-
-
-def _vp8_preferences() -> list[Any]:
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    vp8 = [c for c in caps if c.mimeType.lower() == "video/vp8"]
-    rtx = [c for c in caps if c.mimeType.lower() == "video/rtx"]
-    return vp8 + rtx
-
-
-def offered_kinds(sdp: str) -> list[str]:
-    return re.findall(r"^m=(audio|video|application)\b", sdp, flags=re.MULTILINE)
-
-
-def cap_video_bandwidth(sdp: str, kbps: int) -> str:
-    """Add b=AS / b=TIAS to every video m-section of an SDP (after its c= line, as RFC 4566 orders)."""
-    out: list[str] = []
-    in_video = False
-    for line in sdp.split("\r\n"):
-        if line.startswith("m="):
-            in_video = line.startswith("m=video")
-        elif line.startswith("b=") and in_video:
-            continue  # ours replace any
-        out.append(line)
-        if in_video and line.startswith("c="):
-            out.append(f"b=AS:{kbps}")
-            out.append(f"b=TIAS:{kbps * 1000}")
-    return "\r\n".join(out)
-
-
-@dataclass(eq=False)
-class Session:
-    pid: str
-    outage: str
-    conference: str
-    kind: str
-    pc: RTCPeerConnection
-    member: Member
-    connected: bool = False
-    closing: bool = False
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    hooked: list[Any] = field(default_factory=list)
 
 
 class MediaNode:
+    """One node: its peer connections (``sessions``), its rooms, its registry entry and its leases."""
+
     def __init__(
-        self,
-        settings: Settings,
-        *,
-        url: str | None = None,
-        node_id: str | None = None,
-        capacity: int | None = None,
-        fps: float = 25.0,
-        video_mode: str = "shared",
-        collect_stats: bool = False,
-        decode_threads: int = 2,
-        srtp_holds_gil: bool = True,
-        direct_rtp: bool = True,
-        ledger: Any = None,
-        connect_timeout_s: float | None = None,
+        self, settings: Settings, *, url: str | None = None, node_id: str | None = None, fps: float = 25.0
     ) -> None:
         self.settings = settings
         self.url = (url or settings.base_url).rstrip("/")
         self.node_id = node_id or f"n-{secrets.token_hex(5)}"
-        self.capacity = capacity if capacity is not None else settings.media_capacity_ports
+        self.capacity = settings.media_capacity_ports
         self.outage_ports = settings.audio_ports + settings.video_ports
         self.fps = fps
-        self.video_mode = video_mode
-        self.decode_threads = decode_threads
-        if srtp_holds_gil:
-            srtp.install()
-        self.direct_rtp = direct_rtp  # media.outbound: the room sends, not one aiortc task per sender
-        self.stats = LatencyStats() if collect_stats else None
-        self.ledger = ledger
-        self.connect_timeout_s = connect_timeout_s or settings.media_connect_s
+        self.ledger: Any = None
+        self.connect_timeout_s = settings.media_connect_s
         self.redis: Any = None
         self.secret: bytes | None = None
         self.sessions: dict[str, Session] = {}
@@ -131,14 +69,14 @@ class MediaNode:
     async def start(self, redis: Any) -> MediaNode:
         self.redis = redis
         self.secret = await shared_secret(redis)
-        if self.ledger is None:
-            from quotas.ledger import PortLedger
-
-            self.ledger = PortLedger(redis)
+        self.ledger = PortLedger(redis)
         await self._publish()
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name=f"media-heartbeat-{self.node_id}"),
-            asyncio.create_task(self._events_loop(), name=f"media-events-{self.node_id}"),
+            asyncio.create_task(
+                events.listen(self.redis, self._on_event, self._events_ready, lambda: self._shutdown, self.node_id),
+                name=f"media-events-{self.node_id}",
+            ),
             asyncio.create_task(self._renew_loop(), name=f"media-renew-{self.node_id}"),
         ]
         try:
@@ -245,159 +183,99 @@ class MediaNode:
         self, participant: dict[str, Any], sdp: str, sdp_type: str = "offer"
     ) -> dict[str, str]:
         """Answer a participant's offer (non-trickle: the answer carries every local candidate)."""
-        if sdp_type != "offer":
-            raise MediaNodeError("bad_offer", f"expected an offer, got {sdp_type!r}", status=400)
+        offer = self._accept(participant, sdp_type)
+        if offer.pid in self.sessions:  # a new offer from the same participant replaces its connection
+            await self.close_participant(offer.pid, release=None, reason="replaced")
+        session, room = self._open_session(offer)
         try:
-            pid = str(participant["id"])
-            outage = str(participant["outage"])
-            conference = str(participant["conference"])
-        except KeyError as exc:
-            raise MediaNodeError("bad_participant", f"missing {exc}", status=400) from None
-        kind = "video" if participant.get("kind") == "video" else "audio"
-        name = str(participant.get("display_name") or pid)
-        if self.stopping:
-            raise MediaNodeError("node_stopping", status=503)
-        hosted = outage in self.hosted_outages()
-        if not hosted and self.draining:
-            raise MediaNodeError("draining", "this media node takes no new conferences", status=503)
-        if not hosted and (len(self.hosted_outages()) + 1) * self.outage_ports > self.capacity:
-            raise MediaNodeError("node_full", "no room for another outage", status=503)
-        old = self.sessions.get(pid)
-        if old is not None:  # a new offer from the same participant replaces its connection
-            await self.close_participant(pid, release=None, reason="replaced")
-
-        kinds = offered_kinds(sdp)
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        room = self.rooms.get(conference)
-        if room is None or room.closed:
-            room = Room(
-                conference,
-                fps=self.fps,
-                video_mode=self.video_mode,
-                stats=self.stats,
-                decode_threads=self.decode_threads,
-            )
-            self.rooms[conference] = room
-        member = Member(pid=pid, display_name=name, kind=kind)
-        session = Session(pid=pid, outage=outage, conference=conference, kind=kind, pc=pc, member=member)
-        self.sessions[pid] = session
-        self._bump()
-        try:
-            if "audio" in kinds:
-                member.audio_out = AudioOutTrack()
-                audio_sender = pc.addTransceiver(member.audio_out, direction="sendrecv").sender
-                if self.direct_rtp:
-                    self._send_directly(session, audio_sender, member.audio_out)
-            if "video" in kinds:
-                if kind == "video":
-                    member.video_out = VideoOutTrack(room)
-                    transceiver = pc.addTransceiver(member.video_out, direction="sendrecv")
-                else:  # audio participants get no video: the m-line is answered inactive
-                    transceiver = pc.addTransceiver("video", direction="inactive")
-                transceiver.setCodecPreferences(_vp8_preferences())
-                if kind == "video":
-                    self._hook_sender(session, transceiver.sender, member.video_out)
-                    if self.direct_rtp and self.video_mode == "shared" and member.video_out is not None:
-                        self._send_directly(session, transceiver.sender, member.video_out)
-            room.add(member)
-
-            @pc.on("track")
-            def on_track(track: MediaStreamTrack) -> None:
-                # decoded by the room (media.inbound), not by a decoder thread per receiver
-                receiver = receiver_of(pc, track)
-                if receiver is not None:
-                    room.attach_inbound(member, receiver, track.kind)
-                    throttle_remb(receiver)
-                    session.hooked.append((receiver, "_send_rtcp"))
-
-            @pc.on("connectionstatechange")
-            async def on_state() -> None:
-                state = pc.connectionState
-                if session.closing:
-                    return
-                if state == "connected" and not session.connected:
-                    session.connected = True
-                    self._spawn(self._renew_one(session), name=f"renew-first-{pid}")
-                elif state in ("failed", "closed"):
-                    self._spawn(
-                        self.close_participant(
-                            pid,
-                            # a hang-up frees the port at once; a failed network keeps it while the lease
-                            # lasts (seconds), so the same participant can come back (ICE restart, reload)
-                            release="left" if state == "closed" else None,
-                            reason=f"pc_{state}",
-                            session=session,
-                        ),
-                        name=f"close-{pid}",
-                    )
-
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            answer = await pc.createAnswer()
-            await pc.setLocalDescription(answer)  # gathers every host candidate (non-trickle)
+            peer.add_tracks(session, room, offered_kinds(sdp), self._audio_sender, self._video_sender)
+            room.add(session.member)
+            peer.tap_inbound(session, room)
+            self._watch(session)
+            await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            # non-trickle: setting the answer gathers every host candidate
+            await session.pc.setLocalDescription(await session.pc.createAnswer())
         except MediaNodeError:
-            await self.close_participant(pid, release=None, reason="bad_offer", session=session)
+            await self.close_participant(offer.pid, release=None, reason="bad_offer", session=session)
             raise
         except Exception as exc:  # noqa: BLE001
-            await self.close_participant(pid, release=None, reason="bad_offer", session=session)
+            await self.close_participant(offer.pid, release=None, reason="bad_offer", session=session)
             raise MediaNodeError("bad_offer", f"{type(exc).__name__}: {exc}", status=400) from None
         if session.closing:
             raise MediaNodeError("closed", "the participant was closed while negotiating", status=409)
         await self._hold_while_connecting(session)
         session.tasks.append(
-            asyncio.create_task(self._connect_deadline(session), name=f"connect-deadline-{pid}")
+            asyncio.create_task(self._connect_deadline(session), name=f"connect-deadline-{offer.pid}")
         )
-        local = pc.localDescription
+        local = session.pc.localDescription
         return {"type": local.type, "sdp": cap_video_bandwidth(local.sdp, INBOUND_VIDEO_KBPS)}
 
-    @staticmethod
-    def _send_directly(session: Session, sender: RTCRtpSender, track: AudioOutTrack | VideoOutTrack) -> None:
-        """The room sends this sender's RTP (media.outbound); its hooks go when the session closes."""
-        outbound.install(sender, track)
-        session.hooked.extend((sender, attr) for attr in outbound.HOOKED)
+    def _accept(self, participant: dict[str, Any], sdp_type: str) -> Offer:
+        """Read the participant document; refuse what this node will not take (stopping, draining, full)."""
+        offer = read_offer(participant, sdp_type)
+        if self.stopping:
+            raise MediaNodeError("node_stopping", status=503)
+        hosted = offer.outage in self.hosted_outages()
+        if not hosted and self.draining:
+            raise MediaNodeError("draining", "this media node takes no new conferences", status=503)
+        if not hosted and (len(self.hosted_outages()) + 1) * self.outage_ports > self.capacity:
+            raise MediaNodeError("node_full", "no room for another outage", status=503)
+        return offer
 
-    def _hook_sender(self, session: Session, sender: RTCRtpSender, track: VideoOutTrack | None) -> None:
-        """Route a receiver's PLI/FIR and REMB to the room's shared encoder; probe latency if asked."""
-        member = session.member
-        room = self.rooms[session.conference]
-        if self.video_mode == "shared":
-            sender._send_keyframe = room.request_keyframe  # type: ignore[method-assign]
-            orig_rtcp = sender._handle_rtcp_packet
+    def _open_session(self, offer: Offer) -> tuple[Session, Room]:
+        """A peer connection for the participant, in its conference's room (made if needed)."""
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        room = self.rooms.get(offer.conference)
+        if room is None or room.closed:
+            room = self._new_room(offer.conference)
+            self.rooms[offer.conference] = room
+        member = Member(pid=offer.pid, display_name=offer.name, kind=offer.kind)
+        session = Session(
+            pid=offer.pid,
+            outage=offer.outage,
+            conference=offer.conference,
+            kind=offer.kind,
+            pc=pc,
+            member=member,
+        )
+        self.sessions[offer.pid] = session
+        self._bump()
+        return session, room
 
-            async def handle_rtcp(packet: Any) -> None:
-                if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-                    try:
-                        bitrate, ssrcs = unpack_remb_fci(packet.fci)
-                        if sender._ssrc in ssrcs:
-                            member.remb = bitrate
-                    except ValueError:
-                        pass
-                await orig_rtcp(packet)
+    # The benchmark's node (benchmarks/media_node_bench.py) overrides these three.
+    def _new_room(self, conference: str) -> Room:
+        return Room(conference, fps=self.fps)
 
-            sender._handle_rtcp_packet = handle_rtcp  # type: ignore[method-assign]
-            session.hooked.append((sender, "_send_keyframe"))
-            session.hooked.append((sender, "_handle_rtcp_packet"))
-        stats = self.stats
-        if stats is not None and track is not None:
-            orig_next = sender._next_encoded_frame
-            pid = session.pid
+    def _audio_sender(self, session: Session, sender: RTCRtpSender, track: AudioOutTrack) -> None:
+        """Wire the sender of what a participant hears: the room sends its RTP."""
+        peer.send_directly(session, sender, track)
 
-            def on_sent(sources: list[float]) -> None:  # a frame sent to this receiver
-                now = time.monotonic()
-                for t in sources:
-                    stats.samples.append(now - t)
-                stats.sent[pid] = stats.sent.get(pid, 0) + 1
+    def _video_sender(self, session: Session, room: Room, sender: RTCRtpSender, track: VideoOutTrack) -> None:
+        """Wire the sender of the grid a participant sees: its feedback reaches the room's shared encoder,
+        and the room sends its RTP."""
+        peer.route_feedback(session, room, sender)
+        peer.send_directly(session, sender, track)
 
-            track.on_sent = on_sent
+    def _watch(self, session: Session) -> None:
+        """Connected starts the lease; failed or closed ends the session but not the lease: the same
+        participant may come back with a new offer (an ICE restart, a reloaded page: browsers close
+        their peer connections when a page unloads), and unrenewed the lease runs out within seconds.
+        Leaving on purpose is a DELETE, which frees the port at once."""
+        pc, pid = session.pc, session.pid
 
-            async def next_encoded(codec: Any) -> Any:  # a frame taken by aiortc's sender task
-                enc = await orig_next(codec)
-                if enc is not None:
-                    on_sent(track.last_sources)
-                    track.last_sources = []
-                return enc
-
-            sender._next_encoded_frame = next_encoded  # type: ignore[method-assign]
-            session.hooked.append((sender, "_next_encoded_frame"))
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            state = pc.connectionState
+            if session.closing:
+                return
+            if state == "connected" and not session.connected:
+                session.connected = True
+                self._spawn(self._renew_one(session), name=f"renew-first-{pid}")
+            elif state in ("failed", "closed"):
+                self._spawn(
+                    self.close_participant(pid, release=None, reason=f"pc_{state}", session=session),
+                    name=f"close-{pid}",
+                )
 
     async def _hold_while_connecting(self, session: Session) -> None:
         """An offered participant keeps its port while it connects (until the connect deadline)."""
@@ -452,9 +330,7 @@ class MediaNode:
                 await asyncio.wait_for(session.pc.close(), 5)
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing the peer connection of %s: %s", pid, exc)
-            for obj, attr in session.hooked:
-                obj.__dict__.pop(attr, None)
-            session.hooked.clear()
+            session.unhook()
             self._bump()
         finally:
             session.closed.set()
@@ -502,46 +378,10 @@ class MediaNode:
                 await asyncio.gather(*(self._renew_one(s) for s in live), return_exceptions=True)
 
     # --- events ------------------------------------------------------------------------------------
-    async def _events_loop(self) -> None:
-        while not self._shutdown:
-            pubsub = self.redis.pubsub()
-            try:
-                await pubsub.subscribe(keys.EVENTS)
-                self._events_ready.set()
-                while not self._shutdown:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if msg and msg.get("type") == "message":
-                        await self._on_event(as_str(msg["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                log.warning("media node %s: events subscription lost (%s); resubscribing", self.node_id, exc)
-                await asyncio.sleep(0.5)
-            finally:
-                try:
-                    await pubsub.aclose()
-                except Exception:  # noqa: BLE001, S110
-                    pass
-
-    async def _on_event(self, raw: str) -> None:
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            return
-        kind = event.get("type")
-        pids = [str(p) for p in event.get("participants") or [] if isinstance(p, str)]
-        if kind in ("participant_left", "participant_preempted") and event.get("participant"):
-            pids.append(str(event["participant"]))
-            self._spawn(self.close_where(pids=pids, reason=str(kind)), name="event-left")
-        elif kind == "conference_closed":
-            self._spawn(
-                self.close_where(conference=event.get("conference"), pids=pids, reason="conference_closed"),
-                name="event-conference",
+    def _on_event(self, raw: str) -> None:
+        closing = events.closing_for(raw)
+        if closing is not None:
+            close = self.close_where(
+                outage=closing.outage, conference=closing.conference, pids=closing.pids, reason=closing.reason
             )
-        elif kind == "outage_ended":
-            self._spawn(
-                self.close_where(
-                    outage=event.get("outage"), pids=pids, reason=f"outage_{event.get('state')}"
-                ),
-                name="event-outage",
-            )
+            self._spawn(close, name=f"event-{closing.reason}")

@@ -1,10 +1,10 @@
 """libopus called directly (ctypes.PyDLL), for the room's audio thread.
 
-The audio thread makes two calls per participant every 20 ms (decode 0.04 ms, encode 0.14 ms). Through
-PyAV each is wrapped in Packet/Frame objects and made with the GIL released, so each one hands the GIL
-to the event loop and then waits up to a switch interval to get it back: with 18 talkers that is 36
-hand-offs per 20 ms tick. Here the same libopus (the copy PyAV ships, or the system's) is called with
-the GIL held and plain buffers: the loop waits at most one call (0.14 ms) at a time.
+The audio thread makes two short calls per participant every 20 ms. Through PyAV each is wrapped in
+Packet/Frame objects and made with the GIL released, so each one hands the GIL to the event loop and
+then waits up to a switch interval to get it back. Here the same libopus (the copy PyAV ships, or the
+system's) is called with the GIL held and plain buffers: the loop waits at most one short call at a
+time. Figures: docs/MEDIA.md.
 """
 
 from __future__ import annotations

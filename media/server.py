@@ -18,6 +18,7 @@ from aiohttp import web
 from infra import eventloop
 from infra.redisconn import connect
 from infra.settings import Settings
+from media import srtp
 from media.internal import add_internal_routes
 from media.node import MediaNode
 
@@ -121,6 +122,7 @@ def main(argv: list[str]) -> int:
     if not args.redis_url:
         print("backupplus media: --redis-url (or BACKUPPLUS_REDIS_URL) is required", file=sys.stderr)
         return 2
+    srtp.install()  # this process is a media node: SRTP keeps the GIL (media.srtp)
     return eventloop.run(serve(args), args.loop)
 
 

@@ -1,17 +1,11 @@
 """SRTP without dropping the GIL around every packet.
 
-pylibsrtp calls libsrtp through cffi, which releases the GIL around each call. An SRTP operation
-takes ~5 µs, and the node makes ~4,000 of them a second on its event loop. Every release hands the
-GIL (and, on a busy CPU, the CPU) to whichever decoder, mixer or compositor thread is waiting, and
-the event loop waits to get it back: in the node's profile ``srtp_unprotect`` took 243 µs of the
-loop's wall time per call, for 5 µs of work.
-
-:func:`install` replaces the private ``__process`` of ``pylibsrtp.Session`` with the same libsrtp
-call made through ``ctypes.PyDLL``, which keeps the GIL: same library, same session, same buffers,
-same checks and errors; the other threads still get the GIL every switch interval. Installed by the
-media node; process-wide and idempotent. Measured with `benchmarks/media_outage.py --srtp-gil
-release|hold`, interleaved, node pinned to one CPU: 15.1-15.3 -> 18.2 composed frames/s, 65 -> 54
-CPU-ms per composed frame.
+pylibsrtp calls libsrtp through cffi, which releases the GIL around each ~5 µs call, thousands of
+times a second on the node's event loop; every release lets a decoder, mixer or compositor thread
+take the GIL, and the loop waits to get it back. :func:`install` makes the same libsrtp calls through
+``ctypes.PyDLL``, which keeps the GIL: same library, same session, same buffers, same checks and
+errors. Process-wide and idempotent: installed once by the composition root (``backupplus serve``,
+``backupplus media``), not by the node. Figures: docs/MEDIA.md.
 """
 
 from __future__ import annotations
@@ -19,17 +13,17 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-import pylibsrtp
-from pylibsrtp import _binding
+from media import aiortc_compat
 
 _FUNCS = ("srtp_protect", "srtp_protect_rtcp", "srtp_unprotect", "srtp_unprotect_rtcp")
 _installed = False
 # pylibsrtp's own method, kept for the tests that compare both paths
-ORIGINAL_PROCESS = pylibsrtp.Session._Session__process  # type: ignore[attr-defined]
+ORIGINAL_PROCESS = aiortc_compat.srtp_process()
 
 
 def _library() -> dict[str, Any]:
-    lib = ctypes.PyDLL(_binding.__file__)  # the .so pylibsrtp already loaded: same libsrtp state
+    # the .so pylibsrtp already loaded: the same libsrtp state
+    lib = ctypes.PyDLL(aiortc_compat.srtp_library_path())
     funcs = {}
     for name in _FUNCS:
         func = getattr(lib, name)
@@ -45,24 +39,6 @@ def install() -> bool:
     global _installed
     if _installed:
         return False
-    funcs = _library()
-    ffi, lib, check = _binding.ffi, _binding.lib, pylibsrtp._srtp_assert
-    by_cffi = {getattr(lib, name): funcs[name] for name in _FUNCS}
-
-    def process(self: Any, data: bytes, func: Any, trailer: int = 0) -> bytes:
-        if not isinstance(data, bytes):
-            raise TypeError("packet must be bytes")
-        if len(data) > len(self._cdata) - trailer:
-            raise ValueError("packet is too long")
-        pointers = self.__dict__.get("_bp_pointers")
-        if pointers is None:  # the session and its buffer never move: convert the addresses once
-            pointers = (int(ffi.cast("uintptr_t", self._srtp[0])), int(ffi.cast("uintptr_t", self._cdata)))
-            self.__dict__["_bp_pointers"] = pointers
-        length = ctypes.c_int(len(data))
-        self._buffer[0 : len(data)] = data
-        check(by_cffi[func](pointers[0], pointers[1], ctypes.byref(length)))
-        return self._buffer[0 : length.value]  # type: ignore[no-any-return]
-
-    pylibsrtp.Session._Session__process = process  # type: ignore[attr-defined]
+    aiortc_compat.set_srtp_process(aiortc_compat.srtp_process_calling(_library()))
     _installed = True
     return True

@@ -45,3 +45,13 @@ async def raw_redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     """The same store through a client that returns bytes (the ledger must work with both)."""
     async for client in _flushed_client(redis_server, decode_responses=False):
         yield client
+
+
+@pytest.fixture(autouse=True)
+def media_process_patches(request: pytest.FixtureRequest) -> None:
+    """Tests marked ``media`` run with the process-wide patches a media node's process has: in
+    production the composition root installs them (``backupplus serve``, ``backupplus media``)."""
+    if request.node.get_closest_marker("media") is not None:
+        from media import srtp
+
+        srtp.install()

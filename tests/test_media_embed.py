@@ -15,17 +15,17 @@ from infra.redisproc import free_port
 from infra.settings import Settings
 from media.errors import NoMediaNode
 from media.routing import MediaRouter
-from media.testing import Client, ToneTrack, admit, seed_conference
 from quotas import keys
 from quotas.ledger import PortLedger
 from quotas.nodes import node_states
+from tests.support.media_clients import Client, ToneTrack, admit, seed_conference, until
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(60)]
 
 
 async def test_attach_media_in_process_node(redis, redis_url):
     port = free_port()
-    settings = Settings(redis_url=redis_url, port=port)
+    settings = Settings(redis_url=redis_url, port=port, media_lease_s=3.0)  # unrenewed, a lease ends soon
     app = web.Application()
 
     async def lead_ctx(app: web.Application):  # what the lead's serve does before attach_media
@@ -80,4 +80,9 @@ async def test_attach_media_in_process_node(redis, redis_url):
         await remote_router.close()
         await runner.cleanup()  # closes every peer connection, leaves the registry
     assert await node_states(redis) == {"ready": 0, "draining": 0, "dead": 0}
-    assert (await ledger.usage(oid))["in_use"]["audio"] == 0
+
+    async def ports_back() -> bool:  # the hung-up clients' leases, no longer renewed, run out
+        await ledger.reclaim_expired(oid)
+        return (await ledger.usage(oid))["in_use"]["audio"] == 0
+
+    await until(ports_back, 6, step=0.2)

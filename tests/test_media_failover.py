@@ -19,11 +19,11 @@ from media.errors import NoMediaNode
 from media.internal import OFFER_PATH, SIGNATURE_HEADER
 from media.node import MediaNode
 from media.routing import MediaRouter
-from media.testing import Client, ToneTrack, admit, seed_conference, until
 from quotas import keys
 from quotas import nodes as registry
 from quotas.ledger import PortLedger
 from quotas.nodes import node_states
+from tests.support.media_clients import Client, ToneTrack, admit, seed_conference, until
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(60)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +181,12 @@ async def test_sigterm_drains(redis, redis_url, procs):
         await asyncio.wait_for(c.proc.wait(), 15)
         assert c.proc.returncode == 0
         assert "node-c" not in await registry.live_nodes(redis)
-        assert (await ledger.usage(oid))["in_use"]["audio"] == 0
+
+        async def port_back() -> bool:  # the hung-up caller's lease, no longer renewed, runs out
+            await ledger.reclaim_expired(oid)
+            return (await ledger.usage(oid))["in_use"]["audio"] == 0
+
+        await until(port_back, 12, step=0.25)
     finally:
         await client.close()
         await router.close()

@@ -14,6 +14,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
+from media import aiortc_compat
 from media.feedback import REMB_INTERVAL_S, RembThrottle, throttle_remb
 
 pytestmark = pytest.mark.media
@@ -74,7 +75,11 @@ async def test_installed_on_a_real_receiver() -> None:
     pc = RTCPeerConnection()
     try:
         receiver = pc.addTransceiver("video", direction="recvonly").receiver
-        throttle = throttle_remb(receiver)
-        assert receiver._send_rtcp is throttle  # the receiver's NACK/PLI/REMB paths all go through it
+        original = aiortc_compat.receiver_send_rtcp(receiver)
+        hook = throttle_remb(receiver)
+        # the receiver's NACK/PLI/REMB paths all go through it ...
+        assert isinstance(aiortc_compat.receiver_send_rtcp(receiver), RembThrottle)
+        hook.remove()  # ... until the session ends
+        assert aiortc_compat.receiver_send_rtcp(receiver) == original
     finally:
         await pc.close()

@@ -4,6 +4,8 @@ with the same errors. Real libsrtp, real keys."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -11,7 +13,7 @@ import pylibsrtp
 import pytest
 from pylibsrtp import Policy, Session
 
-from media import srtp
+from media import aiortc_compat, srtp
 
 pytestmark = pytest.mark.media
 T = TypeVar("T")
@@ -29,12 +31,12 @@ def sessions() -> tuple[Session, Session]:
 
 def with_original(fn: Callable[[], T]) -> T:
     """Run fn with pylibsrtp's own (GIL-releasing) method in place, then put back what was there."""
-    current = pylibsrtp.Session._Session__process  # type: ignore[attr-defined]
-    pylibsrtp.Session._Session__process = srtp.ORIGINAL_PROCESS  # type: ignore[attr-defined]
+    current = aiortc_compat.srtp_process()
+    aiortc_compat.set_srtp_process(srtp.ORIGINAL_PROCESS)
     try:
         return fn()
     finally:
-        pylibsrtp.Session._Session__process = current  # type: ignore[attr-defined]
+        aiortc_compat.set_srtp_process(current)
 
 
 def test_same_bytes_as_pylibsrtp() -> None:
@@ -47,7 +49,7 @@ def test_same_bytes_as_pylibsrtp() -> None:
     reference = with_original(run)
     srtp.install()
     assert srtp.install() is False  # idempotent
-    assert pylibsrtp.Session._Session__process is not srtp.ORIGINAL_PROCESS  # type: ignore[attr-defined]
+    assert aiortc_compat.srtp_process() is not srtp.ORIGINAL_PROCESS
     assert run() == reference
     assert reference[2] == RTP and reference[3] == RTCP
 
@@ -67,3 +69,26 @@ def test_same_errors() -> None:
         tx.protect(b"\x80" * 1500)
     with pytest.raises(TypeError):
         tx.protect(bytearray(RTP))  # type: ignore[arg-type]
+
+
+def test_installed_by_the_composition_root_not_by_the_node() -> None:
+    """A fresh process: making a MediaNode leaves pylibsrtp as it is; wiring an in-process node into the
+    broker's app (``backupplus serve``) installs the patch."""
+    script = """
+from aiohttp import web
+from infra.settings import Settings
+from media import aiortc_compat, srtp
+from media.node import MediaNode
+MediaNode(Settings(), url="http://127.0.0.1:9")
+assert aiortc_compat.srtp_process() is srtp.ORIGINAL_PROCESS, "the node patched the process"
+from backupplus.media_plane import attach_media
+attach_media(web.Application(), in_process_node=False)
+assert aiortc_compat.srtp_process() is srtp.ORIGINAL_PROCESS, "no node, no patch"
+attach_media(web.Application(), in_process_node=True)
+assert aiortc_compat.srtp_process() is not srtp.ORIGINAL_PROCESS, "serve did not install it"
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -1,5 +1,6 @@
-"""aiortc test clients for the media plane (tests and the benchmark): tone and colour senders, a
-pre-encoded packet sender, and a client that records what it receives. Not used in production."""
+"""aiortc clients for the media plane's tests and benchmark: tone and colour senders, pre-encoded VP8,
+a client that records what it receives, and helpers that seed an outage and admit participants through
+the port ledger as the broker does. Test support: not part of the installed package."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from broker import ids
+from quotas import keys
 
 AUDIO_RATE = 48000
 VIDEO_TB = fractions.Fraction(1, 90000)
@@ -287,13 +291,9 @@ def frame_has_colour(
 
 async def seed_conference(ledger: Any, audio: int = 8, video: int = 10) -> tuple[str, str]:
     """An active outage with one conference, written through the port ledger (as the broker does)."""
-    from broker import ids
-
     oid = ids.new_outage_id()
     cid = ids.new_conference_id(oid)
     await ledger.open_outage(oid, {"id": oid, "state": "active"}, audio, video)
-    from quotas import keys
-
     await ledger.redis.sadd(keys.ACTIVE_OUTAGES, oid)  # as the broker does: the lease sweeper walks it
     assert await ledger.add_conference(oid, cid, {"id": cid, "outage": oid, "title": "test"}) == "ok"
     return oid, cid
@@ -303,8 +303,6 @@ async def admit(
     ledger: Any, oid: str, cid: str, name: str, kind: str = "video", ttl_ms: int = 30_000
 ) -> dict[str, Any]:
     """Admits a participant (one port) and returns the participant doc the router is given."""
-    from broker import ids
-
     pid = ids.new_participant_id(oid)
     doc = {"id": pid, "conference": cid, "outage": oid, "display_name": name}
     from quotas.ledger import RateLimit
