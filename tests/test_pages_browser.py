@@ -506,13 +506,13 @@ def test_console_declares_shows_restores(server: Api, pages: Pages) -> None:
     _shot(page, "console.png", full_page=True)
     server.ok("POST", f"/v1/outages/{late['id']}/restore")
 
-    # Extend the window (typed in Paris time).
+    # Plan an end (typed in Paris time).
     paris = ZoneInfo("Europe/Paris")
     new_end = (datetime.now(UTC) + timedelta(days=2)).astimezone(paris)
     new_end = new_end.replace(second=0, microsecond=0)
     card.locator(".o-extend input").fill(new_end.strftime("%Y-%m-%dT%H:%M"))
-    card.locator(".o-extend button").click()
-    card.locator(".o-error:has-text('Window extended')").wait_for(timeout=5000)
+    card.locator(".o-extend button[type=submit]").click()
+    card.locator(".o-error:has-text('Planned end set')").wait_for(timeout=5000)
     got = datetime.fromisoformat(server.ok("GET", f"/v1/outages/{outage['id']}")["window_ends_at"])
     assert got == new_end, (got, new_end)
 
