@@ -404,10 +404,13 @@ async function startLive() {
   });
   es.addEventListener("error", () => {
     if (run !== live.run) return;
-    // CONNECTING: the browser reconnects by itself (Last-Event-ID sent); CLOSED: it gave up
-    // (the ticket expired, the broker refused): we reconnect with a new ticket.
-    if (es.readyState === EventSource.CLOSED) liveFailed();
-    else setLive("reconnecting");
+    // CONNECTING: the browser reconnects by itself (Last-Event-ID sent), unless that keeps
+    // failing; CLOSED: it gave up (the ticket expired, the broker refused): we reconnect with a
+    // new ticket, from the last event we got.
+    if (es.readyState !== EventSource.CLOSED && live.failures < 2) {
+      live.failures += 1;
+      setLive("reconnecting");
+    } else liveFailed();
   });
 }
 
