@@ -34,7 +34,8 @@ from . import ids
 log = logging.getLogger("backupplus.auditfeed")
 
 Clock = Callable[[], datetime]
-_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_STREAM_ID = re.compile(r"(\d{1,20})-(\d{1,20})")
+_CURSOR = re.compile(r"\d{1,20}(;o-[0-9a-f]{12}@\d{1,20}-\d{1,20})*")
 _MAX_SEQ = 2**64 - 1
 PAGE = 200  # events read at once by a feed catching up
 MAX_CURSOR_OUTAGES = 1000
@@ -46,14 +47,14 @@ class InvalidCursor(ValueError):
 
 
 def stream_key(sid: str) -> tuple[int, int]:
-    m = _STREAM_ID.match(sid)
+    m = _STREAM_ID.fullmatch(sid)
     if not m:
         raise InvalidCursor(f"not a stream id: {sid!r}")
     return int(m.group(1)), int(m.group(2))
 
 
 def is_stream_id(sid: str) -> bool:
-    return bool(_STREAM_ID.match(sid))
+    return bool(_STREAM_ID.fullmatch(sid))
 
 
 def before(sid: str) -> str:
@@ -95,8 +96,8 @@ class FeedCursor:
 
     @classmethod
     def decode(cls, text: str) -> FeedCursor:
-        if len(text) > MAX_CURSOR_CHARS:
-            raise InvalidCursor("cursor too long")
+        if len(text) > MAX_CURSOR_CHARS or not _CURSOR.fullmatch(text):
+            raise InvalidCursor("not a feed cursor")
         head, *items = text.split(";")
         if not head.isdigit() or len(head) > 20 or len(items) > MAX_CURSOR_OUTAGES:
             raise InvalidCursor("not a feed cursor")

@@ -796,7 +796,7 @@ def test_reload_reconnects_as_the_same_participant(server: Api, conference: dict
     before = server.ok("GET", f"/v1/conferences/{conference['id']}")["participants"]
     assert [p["display_name"] for p in before] == ["Rita"]
     page.reload()
-    _state(page, "connected")
+    _state(page, "connected", timeout=12)
     page.wait_for_selector("body[data-first-frame]", state="attached", timeout=15000)
     after = server.ok("GET", f"/v1/conferences/{conference['id']}")["participants"]
     assert [(p["id"], p["display_name"]) for p in after] == [(before[0]["id"], "Rita")]  # the same one
