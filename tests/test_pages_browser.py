@@ -700,6 +700,15 @@ def test_console_conference_priority_and_max(server: Api, conference: dict[str, 
     card.locator(".o-log li:has-text(\"Cid refused: the conference's video max is reached\")").wait_for(timeout=3000)
 
 
+def _intake(page: Any, contract: str, serial: str, description: str, **more: str) -> None:
+    """Fills the declare form as the hotline would (Marseille, Dr Martin) and submits it."""
+    fields = {"contract": contract, "serial": serial, "site": "Marseille", "contact": "Dr Martin",
+              "description": description, **more}
+    for name, value in fields.items():
+        page.fill(f"#d-{name}", value)
+    page.click("#declare button[type=submit]")
+
+
 def test_console_intake_tickets_and_renewals(server: Api, pages: Pages) -> None:
     today = date.today()
     number = f"RN-{os.getpid()}-{next(_contract_numbers)}"
@@ -721,21 +730,12 @@ def test_console_intake_tickets_and_renewals(server: Api, pages: Pages) -> None:
     page.click("#declare button[type=submit]")
     page.wait_for_selector("#declare-error:has-text('please fill in: Site, Contact, Description')")
     assert page.locator("#d-site").get_attribute("aria-invalid") == "true"
-    page.fill("#d-site", "Marseille")
-    page.fill("#d-contact", "Dr Martin")
-    page.fill("#d-description", "Bridge dead since 8:00")
-    page.fill("#d-company", "Clinique des Pins")
-    page.click("#declare button[type=submit]")
+    _intake(page, number, f"{number}-MCU", "Bridge dead since 8:00", company="Clinique des Pins")
     page.wait_for_selector("#declare-ok:has-text('Outage declared')")
     mismatch = page.locator("#declare-mismatch").text_content() or ""
     assert "Clinique des Pins" in mismatch and "differs from the contract's" in mismatch and "Clinique du Parc" in mismatch
     # A refused request gets its ticket too, shown with the refusal.
-    page.fill("#d-contract", number)
-    page.fill("#d-serial", f"{number}-PJ")
-    page.fill("#d-site", "Marseille")
-    page.fill("#d-contact", "Dr Martin")
-    page.fill("#d-description", "Projector")
-    page.click("#declare button[type=submit]")
+    _intake(page, number, f"{number}-PJ", "Projector")
     page.wait_for_selector("#declare-error:has-text('refused')")
     error = page.locator("#declare-error").text_content() or ""
     assert "not videoconferencing equipment" in error, error
