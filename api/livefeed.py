@@ -36,6 +36,7 @@ from .streams import StreamRegistry
 
 log = logging.getLogger("backupplus.livefeed")
 MAX_BACKLOG = 50
+_CLIENT_GONE = (ConnectionResetError, RuntimeError, TimeoutError)
 _STORE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
 
 
@@ -85,11 +86,11 @@ async def serve_feed(request: web.Request, outage: str | None) -> web.StreamResp
         await feed.open()
         try:
             async with sse_response(request, ping_interval=settings.sse_heartbeat_s) as resp:
-                await resp.send(json.dumps({"outage": outage, "resumed": _cursor(request) is not None}),
-                                id=feed.cursor, event="ready", retry=2000)
-                reason = await _pump(request, resp, feed, registry, loop.time() + settings.sse_max_lifetime_s)
-                if reason is not None:
-                    with contextlib.suppress(ConnectionResetError, RuntimeError, TimeoutError):
+                with contextlib.suppress(*_CLIENT_GONE):  # the client went away: nothing more to say
+                    await resp.send(json.dumps({"outage": outage, "resumed": _cursor(request) is not None}),
+                                    id=feed.cursor, event="ready", retry=2000)
+                    reason = await _pump(request, resp, feed, registry, loop.time() + settings.sse_max_lifetime_s)
+                    if reason is not None:
                         await resp.send(json.dumps({"reason": reason}), event="close")
         finally:
             feed.close()
@@ -117,10 +118,7 @@ async def _pump(request: web.Request, resp: Any, feed: Feed, registry: StreamReg
             return "store_unavailable"
         if event is None:
             continue
-        try:
-            await resp.send(json.dumps(event_data(event)), id=feed.cursor, event="audit")
-        except (ConnectionResetError, RuntimeError, TimeoutError):
-            return None
+        await resp.send(json.dumps(event_data(event)), id=feed.cursor, event="audit")
     return None
 
 
