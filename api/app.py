@@ -18,6 +18,7 @@ from quotas.secret import shared_secret
 
 from . import headers, ops, v1
 from .appkeys import BROKER, REDIS, SECRET, SETTINGS, TELEMETRY
+from .livefeed import audit_hub_ctx, close_streams
 from .middleware import add_request_id_header, problem_middleware
 from .openapi import publish_openapi
 
@@ -109,6 +110,8 @@ def create_app(
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_background_ctx)
     app.cleanup_ctx.append(_webhooks_ctx)
+    app.cleanup_ctx.append(audit_hub_ctx)
+    app.on_shutdown.append(close_streams)
     for table in v1.ROUTES:
         app.add_routes(table)
     app.add_routes(ops.routes)

@@ -12,8 +12,11 @@ from broker.telemetry import Telemetry
 from infra.settings import Settings
 
 if TYPE_CHECKING:
+    from broker.auditfeed import AuditHub
     from broker.media import MediaGateway
     from broker.service import Broker
+
+    from .streams import StreamRegistry
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", aioredis.Redis)
@@ -23,6 +26,10 @@ MEDIA_GATEWAY: web.AppKey[MediaGateway] = web.AppKey("media_gateway")
 # HMAC secret shared by every broker process (kept in Redis, created once).
 SECRET = web.AppKey("secret", bytes)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
+# The process's reader of the audit streams, feeding the live console (server-sent events).
+AUDIT_HUB: web.AppKey[AuditHub] = web.AppKey("audit_hub")
+# The open event streams of this process: their cap, and the signal that closes them at shutdown.
+STREAMS: web.AppKey[StreamRegistry] = web.AppKey("streams")
 # The OpenAPI document, built from the router when the app starts.
 OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 # Liveness beyond the process itself (e.g. serve's own redis-server): None when fine, else why not.

@@ -23,6 +23,7 @@ from .problems import Problem
 
 _JOIN_PREFIX = "jt1"
 _PARTICIPANT_PREFIX = "pt1"
+_STREAM_PREFIX = "st1"
 
 
 def _b64(data: bytes) -> str:
@@ -79,6 +80,36 @@ def sign_participant_token(secret: bytes, participant_id: str) -> str:
 def verify_participant_token(secret: bytes, token: str) -> str | None:
     """The participant id the token is for, or None when it is not a genuine participant token."""
     return _verify(secret, _PARTICIPANT_PREFIX, token)
+
+
+def _operator_fingerprint(secret: bytes, operator_token: str) -> str:
+    """Names an operator token inside a stream ticket without revealing it."""
+    return _b64(hmac.new(secret, b"op:" + operator_token.encode(), hashlib.sha256).digest()[:9])
+
+
+def sign_stream_ticket(secret: bytes, operator_token: str, expires_ms: int) -> str:
+    """A stream ticket: lets an EventSource (which cannot send an Authorization header) open the live
+    feed until ``expires_ms``, for as long as the operator token that asked for it stays configured.
+    It is good for nothing else, so the operator token itself never goes into a URL."""
+    subject = f"{int(expires_ms)}.{_operator_fingerprint(secret, operator_token)}.{secrets.token_urlsafe(6)}"
+    return _sign(secret, _STREAM_PREFIX, subject)
+
+
+def verify_stream_ticket(secret: bytes, ticket: str, operator_tokens: frozenset[str], now_ms: int) -> bool:
+    subject = _verify(secret, _STREAM_PREFIX, ticket)
+    if subject is None:
+        return False
+    expires, _, rest = subject.partition(".")
+    fingerprint = rest.partition(".")[0]
+    if not expires.isdigit() or int(expires) <= now_ms:
+        return False
+    return any(hmac.compare_digest(fingerprint, _operator_fingerprint(secret, t)) for t in operator_tokens)
+
+
+def bearer_token(request: web.Request) -> str:
+    """The bearer token of the request ('' when there is none)."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _not_found(what: str, ident: str) -> Problem:

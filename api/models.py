@@ -133,6 +133,14 @@ class AuditEvent(_Out):
     at_iso: datetime
 
 
+class StreamTicket(_Out):
+    """Opens the live feed (``?ticket=``) for a short while; good for nothing else."""
+
+    ticket: str
+    expires_at: datetime
+    events_url: str = Field(description="GET it with an EventSource: every outage's decisions, live")
+
+
 class TicketRecord(_Out):
     """A request to the hotline and its outcome (clause 3-3: every request gets a number)."""
 

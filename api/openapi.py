@@ -26,9 +26,11 @@ from .problems import PROBLEM_JSON, ProblemType
 # media node's HMAC-signed internal calls (added by the composition root). A path prefix each.
 UNDOCUMENTED = ("/static", "/internal")
 
-Auth = Literal["operator", "operator or join token", "operator or participant token", "none"]
+Auth = Literal["operator", "operator or stream ticket", "operator or join token", "operator or participant token", "none"]
 _AUTH_TEXT = {
     "operator": "Auth: operator bearer token.",
+    "operator or stream ticket": "Auth: operator bearer token, or `?ticket=` with a stream ticket from "
+    "POST /v1/events/tickets (an EventSource cannot send headers; the operator token never goes in a URL).",
     "operator or join token": "Auth: operator or join token (bearer).",
     "operator or participant token": "Auth: operator or the participant's own token (bearer); its conference's "
     "join token answers 403.",
@@ -52,6 +54,7 @@ class Content:
 
 
 HTML = Content("text/html", {"type": "string"})
+EVENT_STREAM = Content("text/event-stream", {"type": "string", "description": "Server-sent events"})
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def header(name: str, type_: Any) -> Param:
 class RouteDoc:
     summary: str
     auth: Auth
-    responses: Mapping[int, Any]  # status -> model class, list[model], Content, or None (no body)
+    responses: Mapping[int, Any]  # status -> model class, list[model], Content, None (no body), or a tuple of them
     body: type[BaseModel] | None = None
     errors: tuple[ProblemType, ...] = ()
     params: tuple[Param, ...] = ()
@@ -98,7 +101,8 @@ def doc(
     can meet are added by the document."""
     for status, reply in responses.items():
         if not _describable(reply):
-            raise TypeError(f"@doc({summary!r}): the {status} reply must be a model, list[model], Content or None")
+            raise TypeError(f"@doc({summary!r}): the {status} reply must be a model, list[model], Content, None "
+                            "or a tuple of them (one per media type)")
     spec = RouteDoc(summary, auth, dict(responses), body, tuple(errors), tuple(params))
 
     def mark(handler: H) -> H:
@@ -153,12 +157,16 @@ def _is_list(reply: Any) -> bool:
 
 
 def _describable(reply: Any) -> bool:
+    if isinstance(reply, tuple):
+        return bool(reply) and all(r is not None and _describable(r) for r in reply)
     return reply is None or isinstance(reply, Content) or _is_model(reply) or (_is_list(reply) and _is_model(get_args(reply)[0]))
 
 
 def _models(routes: list[DocumentedRoute]) -> list[tuple[type[BaseModel], Literal["validation", "serialization"]]]:
     bodies = {r.doc.body for r in routes if r.doc.body is not None}
-    replies = [get_args(m)[0] if _is_list(m) else m for r in routes for m in r.doc.responses.values()]
+    flat = [m for r in routes for reply in r.doc.responses.values()
+            for m in (reply if isinstance(reply, tuple) else (reply,))]
+    replies = [get_args(m)[0] if _is_list(m) else m for m in flat]
     used = {m for m in [*bodies, *replies] if _is_model(m)}
     used.add(models.ProblemDetails)
     return [(m, "validation" if m in bodies else "serialization") for m in sorted(used, key=lambda m: m.__name__)]
@@ -167,6 +175,9 @@ def _models(routes: list[DocumentedRoute]) -> list[tuple[type[BaseModel], Litera
 def _reply(status: int, reply: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"description": HTTPStatus(status).phrase}
     if reply is None:
+        return out
+    if isinstance(reply, tuple):  # one body per media type (JSON, or an event stream on request)
+        out["content"] = {k: v for r in reply for k, v in _reply(status, r)["content"].items()}
         return out
     if isinstance(reply, Content):
         media_type, schema = reply.media_type, dict(reply.schema)

@@ -48,6 +48,7 @@ PARTICIPANT_NOT_FOUND = _p("participant_not_found", 404, "No such participant")
 PARTICIPANT_GONE = _p("participant_gone", 410, "This participant's port has been released: join again")
 NO_MEDIA_NODE = _p("no_media_node", 503, "No media node can take this conference now")
 MEDIA_NODE_ERROR = _p("media_node_error", 502, "The media node failed to answer")
+TOO_MANY_STREAMS = _p("too_many_streams", 503, "This broker process has as many live streams open as it may")
 STORE_UNAVAILABLE = _p("store_unavailable", 503, "The broker's store (Redis) is unreachable")
 INTERNAL_ERROR = _p("internal_error", 500, "Internal error")
 

@@ -95,6 +95,15 @@ class Settings(BaseModel):
     webhook_dead_after_s: float = 86400.0  # undelivered this long after the event: dead-letter list
     webhook_poll_s: float = 1.0  # how often a worker looks for due deliveries
     webhook_capacity_every_s: float = 60.0  # capacity.exhausted at most this often per outage and kind
+    # The console's live feed (server-sent events, GET /v1/events): open streams per process, a
+    # heartbeat comment this often, a stream closed after this long (the console reconnects with a new
+    # stream ticket: revoked operator tokens stop there), stream tickets valid this long, and each
+    # XREAD BLOCK of the process's audit reader at most this long (it also picks up new outages then).
+    sse_max_streams: int = Field(100, ge=1)
+    sse_heartbeat_s: float = Field(15.0, gt=0)
+    sse_max_lifetime_s: float = Field(600.0, gt=0)
+    sse_ticket_ttl_s: float = Field(60.0, gt=0)
+    sse_block_ms: int = Field(500, ge=10, le=5000)
 
     @field_validator("webhook_urls", mode="before")
     @classmethod

@@ -572,3 +572,23 @@ async def test_the_background_audit_repairs_a_lost_key(redis_url: str, redis: ai
         assert "backupplus_ledger_repairs_total 2.0" in text  # audio and video counters
         broker = client.app[BROKER]
         assert await broker.audit() == 0
+
+
+async def test_a_lapsed_participant_may_still_read_itself_a_departed_one_may_not(redis_url: str) -> None:
+    """The page must tell a lapsed lease (join again) from a removal (stay out): a participant whose
+    lease lapsed still reads itself with its token; one that left gets 401."""
+    async with api_client(redis_url, admission_lease_s=0.3, sweep_interval_s=0.2) as client:
+        outage = await open_outage(client)
+        conf = await new_conference(client, outage["id"])
+        lapsed, gone = await join(client, conf, "Ivy", "video"), await join(client, conf, "Max", "audio")
+        r = await client.delete(f"/v1/participants/{gone['id']}", headers=bearer(gone["participant_token"]))
+        assert r.status == 204
+        for _ in range(50):  # the sweeper reclaims the never-offered lease
+            r = await client.get(f"/v1/participants/{lapsed['id']}", headers=bearer(lapsed["participant_token"]))
+            body = await r.json()
+            if body.get("state") == "left":
+                break
+            await asyncio.sleep(0.1)
+        assert r.status == 200 and (body["state"], body["state_reason"]) == ("left", "lease_expired")
+        r = await client.get(f"/v1/participants/{gone['id']}", headers=bearer(gone["participant_token"]))
+        assert r.status == 401

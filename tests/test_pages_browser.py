@@ -503,16 +503,15 @@ def test_console_declares_shows_restores(server: Api, pages: Pages) -> None:
     assert "OVERDUE by" in late_card.locator(".o-restore dd").text_content()
     assert late_card.locator(".o-ack").get_attribute("class").split().count("overdue") == 1
     assert card.locator(".o-restore.overdue").count() == 0
-    _shot(page, "console.png", full_page=True)
     server.ok("POST", f"/v1/outages/{late['id']}/restore")
 
-    # Extend the window (typed in Paris time).
+    # Plan an end (typed in Paris time).
     paris = ZoneInfo("Europe/Paris")
     new_end = (datetime.now(UTC) + timedelta(days=2)).astimezone(paris)
     new_end = new_end.replace(second=0, microsecond=0)
     card.locator(".o-extend input").fill(new_end.strftime("%Y-%m-%dT%H:%M"))
-    card.locator(".o-extend button").click()
-    card.locator(".o-error:has-text('Window extended')").wait_for(timeout=5000)
+    card.locator(".o-extend button[type=submit]").click()
+    card.locator(".o-error:has-text('Planned end set')").wait_for(timeout=5000)
     got = datetime.fromisoformat(server.ok("GET", f"/v1/outages/{outage['id']}")["window_ends_at"])
     assert got == new_end, (got, new_end)
 
@@ -556,3 +555,260 @@ def test_restore_ends_a_video_call_for_everyone(server: Api, conference: dict[st
         _state(page, "ended", timeout=10)
         assert "idle" not in page.evaluate("() => window.bpStates")
         assert "your own video system is working again" in page.locator("#ended").text_content()
+
+
+# ------------------------------------------------------------------------------------------ console flows
+def _console(pages: Pages, server: Api, locale: str = "en-GB") -> Any:
+    """A signed-in console, its live feed (server-sent events) up."""
+    page = pages.open(server.base + "/console", locale=locale)
+    page.fill("input[name=token]", OPERATOR)
+    page.press("input[name=token]", "Enter")
+    page.wait_for_selector("#app:not([hidden])")
+    page.wait_for_selector("body[data-live=sse]", timeout=10000)
+    return page
+
+
+def _declare_late(server: Api) -> dict[str, Any]:
+    """An outage called in days ago: its acknowledge and restore deadlines have passed."""
+    number, serial = _contract(server)
+    return server.ok("POST", "/v1/outages", {
+        "contract": number, "serial": serial, "reported_at": _overdue_reported_at().isoformat(),
+        "ticket": {"priority": "medium", "site": "Lyon", "contact": "Mme Retard", "description": "No picture"},
+    })
+
+
+def test_console_changes_within_a_second_of_a_decision(
+    server: Api, conference: dict[str, Any], pages: Pages
+) -> None:
+    page = _console(pages, server)
+    card = page.locator(f"#outage-{conference['outage']}")
+    card.locator(".o-video-label:has-text('Video 0 / 10')").wait_for(timeout=5000)
+    card.locator(".o-log li:has-text('conference created')").wait_for(timeout=5000)  # the backlog
+    started = time.monotonic()
+    server.ok("POST", f"/v1/conferences/{conference['id']}/participants",
+              {"display_name": "Claire", "kind": "video"}, token=conference["token"])
+    # Decisions in words come only from the event stream (polling shows none), within a second.
+    card.locator(".o-log li:has-text('Claire joined (video)')").wait_for(timeout=1000)
+    card.locator(".o-video-label:has-text('Video 1 / 10')").wait_for(timeout=1000)
+    print(f"console updated {1000 * (time.monotonic() - started):.0f} ms after the admission was answered")
+    line = card.locator(".o-log li").first.text_content() or ""
+    assert line[:2].isdigit() and line[2] == ":" and line.endswith("Claire joined (video)"), line
+    _fill(server, conference, "video", 9)
+    status, problem, _ = server.call("POST", f"/v1/conferences/{conference['id']}/participants",
+                                     {"display_name": "Zoé", "kind": "video", "downgrade": False},
+                                     token=conference["token"])
+    assert status == 409, problem
+    card.locator(".o-log li:has-text('Zoé refused: video full')").wait_for(timeout=1000)
+    card.locator(".o-video-label:has-text('Video 10 / 10')").wait_for(timeout=1000)
+    assert card.locator(".o-log li").count() == 5  # the last five decisions
+    assert page.evaluate("() => document.body.dataset.live") == "sse"
+
+
+def test_console_falls_back_to_polling_without_the_event_stream(
+    server: Api, conference: dict[str, Any], pages: Pages
+) -> None:
+    page = pages.open()
+    page.route("**/v1/events?*", lambda route: route.abort())  # the stream cannot be had
+    page.goto(server.base + "/console")
+    page.fill("input[name=token]", OPERATOR)
+    page.press("input[name=token]", "Enter")
+    page.wait_for_selector("body[data-live=polling]", timeout=15000)
+    assert "refreshing every 2 s" in (page.locator("#live").text_content() or "")
+    card = page.locator(f"#outage-{conference['outage']}")
+    server.ok("POST", f"/v1/conferences/{conference['id']}/participants",
+              {"display_name": "Polly", "kind": "audio"}, token=conference["token"])
+    card.locator(".o-audio-label:has-text('Audio 1 / 8')").wait_for(timeout=5000)
+
+
+def test_console_acknowledge_overdue_and_planned_end(server: Api, pages: Pages) -> None:
+    first, second = _declare_late(server), _declare_late(server)
+    page = _console(pages, server)
+    one, two = page.locator(f"#outage-{first['id']}"), page.locator(f"#outage-{second['id']}")
+    for card in (one, two):
+        card.locator(".o-ack.overdue").wait_for(timeout=5000)
+        assert "OVERDUE by" in (card.locator(".o-ack dd").text_content() or "")
+        assert card.locator(".o-restore-overdue").is_visible()  # restore_overdue: the red mark
+        assert card.locator(".o-window dd").text_content() == "No planned end — until restored"
+    # Acknowledge without a name: asked for it; with one: recorded, and OVERDUE no more on that card only.
+    one.locator(".o-ack-form button").click()
+    one.locator(".o-error:has-text('Type your name')").wait_for()
+    one.locator(".o-ack-form input[name=by]").fill("Claire")
+    one.locator(".o-ack-form button").click()
+    one.locator(".o-acked:has-text('by Claire, after the deadline')").wait_for(timeout=5000)
+    assert one.locator(".o-ack.overdue").count() == 0 and one.locator(".o-ack-form").is_hidden()
+    assert "missed" in (one.locator(".o-ack dd").text_content() or "")
+    assert one.locator(".o-restore-overdue").is_visible()  # the restore is still overdue
+    assert two.locator(".o-ack.overdue").count() == 1
+    assert two.locator(".o-ack-form input[name=by]").input_value() == "Claire"  # kept for the tab
+    got = server.ok("GET", f"/v1/outages/{first['id']}")
+    assert got["acknowledged_by"] == "Claire" and got["ack_met"] is False
+    one.locator(".o-log li:has-text('Claire acknowledged the outage')").wait_for(timeout=2000)
+    # A planned end, typed in Paris time, then cleared.
+    paris = ZoneInfo("Europe/Paris")
+    end = (datetime.now(UTC) + timedelta(hours=30)).astimezone(paris).replace(second=0, microsecond=0)
+    one.locator(".o-extend input").fill(end.strftime("%Y-%m-%dT%H:%M"))
+    one.locator(".o-extend button[type=submit]").click()
+    one.locator(".o-error:has-text('Planned end set')").wait_for(timeout=5000)
+    assert datetime.fromisoformat(server.ok("GET", f"/v1/outages/{first['id']}")["window_ends_at"]) == end
+    assert "No planned end" not in (one.locator(".o-window dd").text_content() or "")
+    one.locator(".o-log li:has-text('planned end set for')").wait_for(timeout=2000)
+    _shot(page, "console.png", full_page=True)
+    one.locator(".o-plan-clear").click()
+    one.locator(".o-window dd:has-text('No planned end — until restored')").wait_for(timeout=5000)
+    assert server.ok("GET", f"/v1/outages/{first['id']}")["window_ends_at"] is None
+    assert one.locator(".o-plan-clear").is_hidden()
+    # Restored: the card says how it ended.
+    one.locator(".o-restore-btn").click()
+    one.locator(".o-restore-yes").click()
+    one.locator(".o-ended:has-text('Restored on')").wait_for(timeout=5000)
+    assert one.locator(".o-restore-overdue").is_hidden()
+    server.ok("POST", f"/v1/outages/{second['id']}/restore")
+
+
+def test_console_conference_priority_and_max(server: Api, conference: dict[str, Any], pages: Pages) -> None:
+    page = _console(pages, server)
+    card = page.locator(f"#outage-{conference['outage']}")
+    card.locator(".o-confs summary").click()
+    conf = card.locator(f"li[data-conference='{conference['id']}']")
+    conf.locator(".c-ports:has-text('holds 0 of 10 video and 0 of 8 audio ports')").wait_for(timeout=5000)
+    assert "max none video, none audio" in (conf.locator(".c-ports").text_content() or "")
+    edit = conf.locator(".c-edit")
+    assert edit.locator("input[name=priority]").input_value() == "5"
+    # More than the outage has: refused with the field named, nothing changed.
+    edit.locator("input[name=max_video]").fill("11")
+    edit.locator("button").click()
+    conf.locator(".c-error:has-text('Max video')").wait_for(timeout=5000)
+    assert "at most the outage's 10 video ports" in (conf.locator(".c-error").text_content() or "")
+    assert edit.locator("input[name=max_video]").get_attribute("aria-invalid") == "true"
+    assert server.ok("GET", f"/v1/conferences/{conference['id']}")["max"]["video"] is None
+    edit.locator("input[name=max_video]").fill("2")
+    edit.locator("input[name=priority]").fill("2")
+    edit.locator("button").click()
+    conf.locator(".c-saved:has-text('Saved')").wait_for(timeout=5000)
+    got = server.ok("GET", f"/v1/conferences/{conference['id']}")
+    assert got["max"] == {"video": 2, "audio": None} and got["priority"] == 2
+    assert conf.locator(".c-error").is_hidden()
+    conf.locator(".c-meta:has-text('priority 2')").wait_for(timeout=5000)
+    for name in ("Ann", "Bob"):
+        server.ok("POST", f"/v1/conferences/{conference['id']}/participants",
+                  {"display_name": name, "kind": "video", "downgrade": False}, token=conference["token"])
+    conf.locator(".c-ports:has-text('holds 2 of 10 video')").wait_for(timeout=3000)
+    status, _, _ = server.call("POST", f"/v1/conferences/{conference['id']}/participants",
+                               {"display_name": "Cid", "kind": "video", "downgrade": False},
+                               token=conference["token"])
+    assert status == 409
+    card.locator(".o-log li:has-text(\"Cid refused: the conference's video max is reached\")").wait_for(timeout=3000)
+
+
+def _intake(page: Any, contract: str, serial: str, description: str, **more: str) -> None:
+    """Fills the declare form as the hotline would (Marseille, Dr Martin) and submits it."""
+    fields = {"contract": contract, "serial": serial, "site": "Marseille", "contact": "Dr Martin",
+              "description": description, **more}
+    for name, value in fields.items():
+        page.fill(f"#d-{name}", value)
+    page.click("#declare button[type=submit]")
+
+
+def test_console_intake_tickets_and_renewals(server: Api, pages: Pages) -> None:
+    today = date.today()
+    number = f"RN-{os.getpid()}-{next(_contract_numbers)}"
+    start = today.replace(year=today.year - 3) + timedelta(days=30)  # a 3-year term ending in ~30 days
+    server.ok("PUT", f"/v1/contracts/{number}", {
+        "number": number, "client": {"company": "Clinique du Parc"}, "start_date": str(start), "term_years": 3,
+        "status": "active", "equipment": [
+            {"serial": f"{number}-MCU", "brand": "Poly", "model": "RMX 1800", "kind": "video_bridge",
+             "warranty_until": str(today + timedelta(days=400))},
+            {"serial": f"{number}-PJ", "brand": "Epson", "model": "EB-L", "kind": "projector",
+             "warranty_until": str(today + timedelta(days=400))}]})
+    page = _console(pages, server)
+    page.locator(f"#renewal-list li[data-contract='{number}']:has-text('Clinique du Parc')").wait_for(timeout=5000)
+    # The contract's company and the equipment's model are what the broker will take unless typed.
+    page.fill("#d-contract", number)
+    page.wait_for_function("() => document.getElementById('d-company').placeholder === 'Clinique du Parc'")
+    page.fill("#d-serial", f"{number}-MCU")
+    page.wait_for_function("() => document.getElementById('d-model').placeholder === 'Poly RMX 1800'")
+    page.click("#declare button[type=submit]")
+    page.wait_for_selector("#declare-error:has-text('please fill in: Site, Contact, Description')")
+    assert page.locator("#d-site").get_attribute("aria-invalid") == "true"
+    _intake(page, number, f"{number}-MCU", "Bridge dead since 8:00", company="Clinique des Pins")
+    page.wait_for_selector("#declare-ok:has-text('Outage declared')")
+    mismatch = page.locator("#declare-mismatch").text_content() or ""
+    assert "Clinique des Pins" in mismatch and "differs from the contract's" in mismatch and "Clinique du Parc" in mismatch
+    # A refused request gets its ticket too, shown with the refusal.
+    _intake(page, number, f"{number}-PJ", "Projector")
+    page.wait_for_selector("#declare-error:has-text('refused')")
+    error = page.locator("#declare-error").text_content() or ""
+    assert "not videoconferencing equipment" in error, error
+    refused = error.split("Ticket ", 1)[1].split(":", 1)[0]
+    assert refused.startswith("BP-"), error
+    # The ticket search: a number, then a contract (newest first).
+    page.fill("#t-query", refused)
+    page.press("#t-query", "Enter")
+    item = page.locator(f"#ticket-results li[data-ticket='{refused}']")
+    item.wait_for(timeout=5000)
+    assert item.get_attribute("data-outcome") == "refused"
+    assert "Refused: Not eligible: this equipment is not videoconferencing" in (item.text_content() or "")
+    page.fill("#t-query", number)
+    page.press("#t-query", "Enter")
+    page.wait_for_selector("#ticket-results li[data-outcome=outage]")
+    listed = page.eval_on_selector_all("#ticket-results li", "els => els.map(e => e.dataset.ticket)")
+    assert listed[0] == refused and len(listed) == 2, listed
+    outage = next(o for o in server.ok("GET", "/v1/outages?state=active") if o["contract"] == number)
+    assert page.locator("#ticket-results li[data-outcome=outage]").text_content().count(outage["id"]) == 1
+    server.ok("POST", f"/v1/outages/{outage['id']}/restore")
+
+
+def test_preempted_participant_is_told_why_and_does_not_rejoin(
+    server: Api, conference: dict[str, Any], pages: Pages
+) -> None:
+    """Two conferences of different importance filling video: the less important one's newest
+    participant (a real page) loses its place to the more important one, and stays out."""
+    board = server.ok("POST", f"/v1/outages/{conference['outage']}/conferences", {"title": "Board", "priority": 1})
+    _fill(server, conference, "video", 9)  # priority 5 (the default)
+    page = pages.open(conference["join_url"] + "?name=Lou&kind=video&autojoin=1")
+    _state(page, "connected")
+    (lou,) = [p for p in server.ok("GET", f"/v1/conferences/{conference['id']}")["participants"]
+              if p["display_name"] == "Lou"]
+    taken = server.ok("POST", f"/v1/conferences/{board['id']}/participants",
+                      {"display_name": "Chair", "kind": "video", "downgrade": False}, token=board["join_token"])
+    assert taken["preempted"] is True and taken["kind"] == "video"
+    _state(page, "preempted", timeout=10)
+    assert page.locator("#status").text_content() == "A more important meeting of your company needed your place."
+    assert "given to a more important meeting of your company" in (page.locator("#preempted-text").text_content() or "")
+    assert page.locator("#preempted-phone").text_content() == HOTLINE
+    assert page.locator("#rejoin").is_visible()
+    assert server.ok("GET", f"/v1/participants/{lou['id']}")["state"] == "preempted"
+    page.evaluate(RECORD_STATES_JS)
+    time.sleep(4)  # no automatic rejoin: the page stays out, no new participant named Lou
+    assert page.evaluate("() => window.bpStates") == []
+    assert page.evaluate("() => document.body.dataset.state") == "preempted"
+    names = [p["display_name"] for p in server.ok("GET", f"/v1/conferences/{conference['id']}")["participants"]]
+    assert "Lou" not in names
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "media/node.py releases the participant as 'left' when its peer connection reaches 'closed': the "
+    "browser closes it (DTLS close_notify) when the page unloads, aiortc then closes the pc, so a reload "
+    "finds its participant gone and the page says it was removed (outside this branch: media/)"))
+def test_reload_reconnects_as_the_same_participant(server: Api, conference: dict[str, Any], pages: Pages) -> None:
+    page = pages.open(conference["join_url"] + "?name=Rita&kind=video&autojoin=1")
+    _state(page, "connected")
+    before = server.ok("GET", f"/v1/conferences/{conference['id']}")["participants"]
+    assert [p["display_name"] for p in before] == ["Rita"]
+    page.reload()
+    _state(page, "connected", timeout=12)
+    page.wait_for_selector("body[data-first-frame]", state="attached", timeout=15000)
+    after = server.ok("GET", f"/v1/conferences/{conference['id']}")["participants"]
+    assert [(p["id"], p["display_name"]) for p in after] == [(before[0]["id"], "Rita")]  # the same one
+    assert server.ok("GET", f"/v1/outages/{conference['outage']}")["in_use"] == {"audio": 0, "video": 1}
+
+
+def test_planned_end_warns_then_ends_as_planned(server: Api, conference: dict[str, Any], pages: Pages) -> None:
+    page = pages.open(conference["join_url"] + "?name=Pam&kind=audio&autojoin=1")
+    _state(page, "connected")
+    soon = (datetime.now(UTC) + timedelta(seconds=6)).isoformat()
+    server.ok("POST", f"/v1/outages/{conference['outage']}/extend", {"window_ends_at": soon})
+    page.wait_for_selector("#window.soon:has-text('as the hotline planned')", timeout=10000)
+    _state(page, "ended", timeout=20)
+    assert "ended at the time the hotline planned" in (page.locator("#ended").text_content() or "")
+    assert server.ok("GET", f"/v1/outages/{conference['outage']}")["end_reason"] == "planned_end"

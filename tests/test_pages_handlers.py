@@ -223,7 +223,7 @@ def test_every_text_exists_in_french_and_english() -> None:
     assert tables["en"] == tables["fr"], tables["en"] ^ tables["fr"]
     used: set[str] = set()
     for html_text in (render_join("c", "1", 8, 10, 480), render_console("1")):
-        used |= set(re.findall(r'data-i18n(?:-aria-label)?="([a-z0-9_]+)"', html_text))
+        used |= set(re.findall(r'data-i18n(?:-aria-label|-placeholder)?="([a-z0-9_]+)"', html_text))
     for js in ("join.js", "console.js"):
         src = (STATIC_DIR / js).read_text()
         used |= set(re.findall(r'(?:\bt|status|notice|deviceError)\(\s*"([a-z0-9_]+)"', src))

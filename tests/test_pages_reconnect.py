@@ -106,7 +106,8 @@ def test_page_reconnects_when_its_media_node_dies(split: dict[str, Any], pages: 
     outage = api.ok(
         "POST",
         "/v1/outages",
-        {"contract": number, "serial": serial, "ticket": {"priority": "urgent", "site": "s", "contact": "c"}},
+        {"contract": number, "serial": serial,
+         "ticket": {"priority": "urgent", "site": "s", "contact": "c", "description": "d"}},
     )
     conf = api.ok("POST", f"/v1/outages/{outage['id']}/conferences", {"title": "Failover"})
     page = pages.open(conf["join_url"] + "?name=Ivy&kind=video&autojoin=1")

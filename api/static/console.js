@@ -1,13 +1,21 @@
 // The hotline's console: operator token (this tab only), outages with live usage against the caps,
-// SLA deadlines with countdowns, declare / restore / extend, conferences and their participants.
+// SLA deadlines with countdowns, declare / acknowledge / restore / planned end, conferences (priority,
+// max, ports held) and their participants, tickets, contracts due for renewal.
+// Live: server-sent events of every decision (GET /v1/events with a short-lived stream ticket, never
+// the operator token in a URL); reconnects by itself from the last event it got; polls every 2 s
+// when the event stream cannot be had.
 // Everything from the API is put on the page with textContent (never innerHTML).
 
 import { api, ApiError, enc } from "./api.js";
-import { applyI18n, fmtDateTime, fmtDuration, fmtTime, onLangChange, setText, setupLangSwitch, t } from "./i18n.js";
+import { applyI18n, fmtDateTime, fmtDuration, fmtTime, getLang, onLangChange, setText, setupLangSwitch, t } from "./i18n.js";
 
 const PARIS = "Europe/Paris";
 const TOKEN_KEY = "backupplus.operator_token";
 const POLL_MS = 2000;
+const SAFETY_REFRESH_MS = 30000; // a full refresh now and then even while live
+const RENEWALS_MS = 10 * 60000;
+const LOG_SIZE = 5; // decisions shown per outage
+const NAME_KEY = "backupplus.operator_name";
 const GONE_STATES = new Set(["left", "gone", "released", "removed", "expired", "ended", "disconnected"]);
 
 const $ = (id) => document.getElementById(id);
@@ -18,7 +26,10 @@ const el = {
   description: $("d-description"), slaPreview: $("sla-preview"), declareError: $("declare-error"),
   declareOk: $("declare-ok"), contractsList: $("contracts-list"), serialsList: $("serials-list"),
   onlyActive: $("only-active"), outages: $("outages"), noOutages: $("no-outages"),
-  outageTpl: $("outage-tpl"), confTpl: $("conf-tpl"),
+  outageTpl: $("outage-tpl"), confTpl: $("conf-tpl"), company: $("d-company"), model: $("d-model"),
+  declareMismatch: $("declare-mismatch"), live: $("live"), ticketSearch: $("ticket-search"),
+  ticketQuery: $("t-query"), ticketError: $("ticket-error"), ticketResults: $("ticket-results"),
+  renewalList: $("renewal-list"), noRenewals: $("no-renewals"),
 };
 
 let token = null;
@@ -31,6 +42,12 @@ let contracts = [];
 let declareKey = null;
 const cards = new Map(); // outage id -> card
 const joinLinks = new Map(); // conference id -> join_url created in this tab
+const logs = new Map(); // outage id -> its last decisions, newest first
+const names = new Map(); // participant id -> display name (from the decisions and the conferences)
+const confTitles = new Map(); // conference id -> title
+const live = { es: null, lastId: null, failures: 0, timer: null, run: 0, safety: null };
+const pendingRefresh = new Map(); // outage id -> timer (refreshes coalesced)
+let renewalsTimer = null;
 
 // ---------------------------------------------------------------- helpers
 
@@ -56,22 +73,52 @@ function showText(elm, text, cls) {
   elm.hidden = !text;
 }
 
+// The labels of the fields a problem's `errors` name (by the last part of their `loc`).
+const DECLARE_FIELDS = {
+  contract: "contract_label", serial: "serial_label", site: "site_label", contact: "contact_label",
+  description: "description_label", company: "company_label", model: "model_label", priority: "priority_label",
+  reported_at: "reported_label",
+};
+const CONF_FIELDS = {
+  "max.video": "max_video_label", "max.audio": "max_audio_label", "reserve.video": "reserve_video_label",
+  "reserve.audio": "reserve_audio_label", priority: "conf_priority_label", title: "conf_title_label",
+};
+
+function fieldLoc(e) {
+  return (Array.isArray(e.loc) ? e.loc : [e.loc]).map(String)
+    .filter((x) => x !== "body" && x !== "query" && x !== "header" && x !== "ticket");
+}
+
+/** "Site: is required; Max video: must be at most …" from a problem's field errors. */
+function fieldErrorsText(errors, labels) {
+  return errors.map((e) => {
+    const loc = fieldLoc(e);
+    const key = labels[loc.join(".")] || labels[loc[loc.length - 1]];
+    const name = key ? t(key) : loc.join(".");
+    const msg = e.type === "missing" || e.type === "string_too_short" ? t("field_required") : e.msg || "";
+    return `${name}: ${msg}`;
+  }).join("; ");
+}
+
+/** A refusal in words: an eligibility reason, or the error code's text. */
+function refusalText(code, reason, vars = {}) {
+  if (code === "not_eligible") {
+    const key = `reason_${reason}`;
+    const text = t(key);
+    return text === key ? t("reason_unknown", { reason: reason || "?" }) : text;
+  }
+  const key = `err_${code}`;
+  const text = t(key, vars);
+  return text === key ? code || "?" : text;
+}
+
 /** A problem+json error in words. */
-function problemText(err) {
+function problemText(err, labels = DECLARE_FIELDS) {
   if (!(err instanceof ApiError)) return String((err && err.message) || err);
   const p = err.problem || {};
   if (err.status === 0) return t("err_network");
-  if (err.code === "not_eligible") {
-    const key = `reason_${p.reason}`;
-    const text = t(key);
-    return text === key ? t("reason_unknown", { reason: p.reason || "?" }) : text;
-  }
-  if (Array.isArray(p.errors) && p.errors.length) {
-    const fields = p.errors
-      .map((e) => `${Array.isArray(e.loc) ? e.loc.filter((x) => x !== "body").join(".") : e.loc || ""}: ${e.msg || ""}`)
-      .join("; ");
-    return t("err_validation", { fields });
-  }
+  if (err.code === "not_eligible") return refusalText("not_eligible", p.reason);
+  if (Array.isArray(p.errors) && p.errors.length) return t("err_validation", { fields: fieldErrorsText(p.errors, labels) });
   const key = `err_${err.code}`;
   const text = t(key, p);
   if (text !== key) return text;
@@ -118,10 +165,48 @@ function q(root, cls) {
   return root.querySelector(`.${cls}`);
 }
 
+/** "14:02" in Paris time. */
+function hm(value) {
+  const d = value instanceof Date ? value : new Date(value);
+  if (Number.isNaN(d.getTime())) return "—";
+  return new Intl.DateTimeFormat(getLang() === "fr" ? "fr-FR" : "en-GB", {
+    hour: "2-digit", minute: "2-digit", timeZone: PARIS,
+  }).format(d);
+}
+
+/** "2026-12-01" -> "1 Dec 2026". */
+function fmtDay(value) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(value || "");
+  if (!m) return value || "—";
+  return new Intl.DateTimeFormat(getLang() === "fr" ? "fr-FR" : "en-GB", {
+    day: "numeric", month: "short", year: "numeric", timeZone: "UTC",
+  }).format(new Date(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3]))));
+}
+
+function operatorName() {
+  try {
+    return sessionStorage.getItem(NAME_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+function rememberName(name) {
+  try {
+    sessionStorage.setItem(NAME_KEY, name);
+  } catch { /* this tab only, when it can */ }
+  for (const card of cards.values()) {
+    const input = q(card.root, "o-ack-form").elements.by;
+    if (!input.value) input.value = name;
+  }
+}
+
 // ---------------------------------------------------------------- sign-in
 
 function showLogin(errorKey) {
   stopPolling();
+  stopLive();
+  clearTimeout(renewalsTimer);
   token = null;
   try {
     sessionStorage.removeItem(TOKEN_KEY);
@@ -150,8 +235,9 @@ async function signIn(candidate) {
     show(el.loginError, null);
     renderOutages(outages);
     loadContracts();
+    loadRenewals();
     updateSlaPreview();
-    startPolling();
+    startLive();
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) showLogin("token_refused");
     else if (err instanceof ApiError && err.status === 403) showLogin("token_forbidden");
@@ -162,7 +248,7 @@ async function signIn(candidate) {
   }
 }
 
-// ---------------------------------------------------------------- polling
+// ---------------------------------------------------------------- polling (the fallback)
 
 function stopPolling() {
   pollRun++;
@@ -170,7 +256,7 @@ function stopPolling() {
   pollTimer = null;
 }
 
-function startPolling() {
+function startPolling(every = POLL_MS) {
   stopPolling();
   const run = pollRun;
   const loop = async () => {
@@ -178,9 +264,9 @@ function startPolling() {
     const started = Date.now();
     await refresh();
     if (run !== pollRun) return;
-    pollTimer = setTimeout(loop, Math.max(250, POLL_MS - (Date.now() - started)));
+    pollTimer = setTimeout(loop, Math.max(250, every - (Date.now() - started)));
   };
-  pollTimer = setTimeout(loop, POLL_MS);
+  pollTimer = setTimeout(loop, every);
 }
 
 async function refresh() {
@@ -198,6 +284,190 @@ async function refresh() {
     setText(el.conn, "conn_error", { detail: problemText(err) });
     el.conn.className = "conn conn-error";
   }
+}
+
+/** One outage again (after a decision on it), coalesced: a burst of decisions is one request. */
+function refreshOutage(id, delay = 80) {
+  if (pendingRefresh.has(id)) return;
+  pendingRefresh.set(id, setTimeout(async () => {
+    pendingRefresh.delete(id);
+    const card = cards.get(id);
+    if (!card) {
+      refresh();
+      return;
+    }
+    try {
+      updateCard(card, await call("GET", `/v1/outages/${enc(id)}`));
+      if (card.details.open) await loadConferences(card);
+      setText(el.conn, "conn_ok", { time: fmtTime(new Date(), PARIS) });
+      el.conn.className = "conn";
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) showLogin("token_refused");
+    }
+  }, delay));
+}
+
+// ---------------------------------------------------------------- live (server-sent events)
+
+function setLive(mode) {
+  document.body.dataset.live = mode;
+  setText(el.live, `live_${mode}`);
+  el.live.className = `live live-${mode}`;
+}
+
+function stopLive() {
+  live.run++;
+  clearTimeout(live.timer);
+  clearInterval(live.safety);
+  live.timer = null;
+  live.safety = null;
+  if (live.es) live.es.close();
+  live.es = null;
+}
+
+function scheduleLive(ms) {
+  clearTimeout(live.timer);
+  const run = live.run;
+  live.timer = setTimeout(() => { if (run === live.run) startLive(); }, ms);
+}
+
+/** The stream failed (refused, or the broker went away): retry with backoff; after 3 failures in a
+ * row, poll every 2 s meanwhile and try the stream again every 30 s. */
+function liveFailed() {
+  if (live.es) live.es.close();
+  live.es = null;
+  live.failures += 1;
+  if (live.failures >= 3) {
+    setLive("polling");
+    if (!pollTimer) startPolling();
+    scheduleLive(30000);
+  } else {
+    setLive("reconnecting");
+    scheduleLive(Math.min(10000, 500 * 2 ** live.failures));
+  }
+}
+
+async function startLive() {
+  stopLive();
+  if (!token) return;
+  const run = live.run;
+  if (typeof EventSource !== "function") {
+    setLive("polling");
+    startPolling();
+    return;
+  }
+  if (!document.body.dataset.live || document.body.dataset.live === "off") setLive("connecting");
+  let ticket;
+  try {
+    ticket = await call("POST", "/v1/events/tickets");
+  } catch (err) {
+    if (run !== live.run) return;
+    if (err instanceof ApiError && err.status === 401) {
+      showLogin("token_refused");
+      return;
+    }
+    liveFailed();
+    return;
+  }
+  if (run !== live.run) return;
+  // The ticket goes in the URL (an EventSource cannot send headers): it opens this stream for a
+  // minute and nothing else. Where we left off goes along, so that nothing is missed.
+  const params = new URLSearchParams({ ticket: ticket.ticket });
+  if (live.lastId) params.set("last_event_id", live.lastId);
+  else params.set("backlog", String(LOG_SIZE));
+  const es = new EventSource(`/v1/events?${params}`);
+  live.es = es;
+  es.addEventListener("ready", (ev) => {
+    if (run !== live.run) return;
+    if (ev.lastEventId) live.lastId = ev.lastEventId;
+    live.failures = 0;
+    setLive("sse");
+    stopPolling();
+    refresh();
+    clearInterval(live.safety);
+    live.safety = setInterval(() => { if (run === live.run) refresh(); }, SAFETY_REFRESH_MS);
+  });
+  es.addEventListener("audit", (ev) => {
+    if (run !== live.run) return;
+    if (ev.lastEventId) live.lastId = ev.lastEventId;
+    try {
+      onDecision(JSON.parse(ev.data));
+    } catch { /* a malformed event: the next refresh shows the state anyway */ }
+  });
+  es.addEventListener("close", () => {
+    // The broker ends streams now and then (lifetime, shutdown): reconnect with a new ticket.
+    if (run !== live.run) return;
+    es.close();
+    live.es = null;
+    setLive("reconnecting");
+    scheduleLive(300);
+  });
+  es.addEventListener("error", () => {
+    if (run !== live.run) return;
+    // CONNECTING: the browser reconnects by itself (Last-Event-ID sent), unless that keeps
+    // failing; CLOSED: it gave up (the ticket expired, the broker refused): we reconnect with a
+    // new ticket, from the last event we got.
+    if (es.readyState !== EventSource.CLOSED && live.failures < 2) {
+      live.failures += 1;
+      setLive("reconnecting");
+    } else liveFailed();
+  });
+}
+
+/** A decision on an outage, as it happens: its words in the card, and the card refreshed. */
+function onDecision(e) {
+  if (!e || !e.outage) return;
+  if (e.participant && e.name) names.set(e.participant, e.name);
+  const list = logs.get(e.outage) || [];
+  if (!list.some((x) => x.id === e.id)) {
+    list.unshift(e);
+    list.sort((a, b) => Number(b.at) - Number(a.at));
+    list.length = Math.min(list.length, LOG_SIZE);
+    logs.set(e.outage, list);
+  }
+  const card = cards.get(e.outage);
+  if (card) renderLog(card);
+  refreshOutage(e.outage);
+}
+
+const REFUSALS = {
+  capacity_exhausted: "ev_refused_full", rate_limited: "ev_refused_rate", outage_ended: "ev_refused_ended",
+  conference_closed: "ev_refused_closed",
+};
+
+function kindWord(kind) {
+  return kind === "audio" ? t("kind_audio_short") : kind === "video" ? t("kind_video_short") : kind || "";
+}
+
+/** "14:02 Claire refused: video full". */
+function decisionText(e) {
+  const who = e.name || names.get(e.participant) || t("someone");
+  const vars = { name: who, kind: kindWord(e.kind), by: e.by || "", ticket: e.ticket || "", priority: e.priority || "",
+    participants: e.participants || "0", repairs: e.repairs || "", type: e.type || "?", code: e.code || "" };
+  let key = `ev_${e.type}`;
+  if (e.type === "refused") {
+    key = e.reason === "conference_max" ? "ev_refused_max" : REFUSALS[e.code] || "ev_refused";
+  } else if (e.type === "acknowledged" && e.result === "missed") key = "ev_acknowledged_late";
+  else if (e.type === "deadline_missed") key = e.deadline === "ack" ? "ev_deadline_missed_ack" : "ev_deadline_missed_restore";
+  else if (e.type === "preempted") vars.name = names.get(e.participant) || t("someone");
+  else if (e.type === "planned_end_set") vars.when = e.planned_end ? fmtDateTime(e.planned_end, PARIS) : "";
+  else if (e.type === "restored" && !e.by) key = "ev_restored_anon";
+  else if (e.type === "left" && e.state && e.state !== "left") key = "ev_left_state";
+  vars.state = e.state || "";
+  const text = t(key, vars);
+  return `${hm(Number(e.at) || e.at_iso)} ${text === key ? t("ev_unknown", vars) : text}`;
+}
+
+function renderLog(card) {
+  const list = logs.get(card.id) || [];
+  const ol = q(card.root, "o-log");
+  ol.replaceChildren(...list.map((e) => {
+    const li = document.createElement("li");
+    li.dataset.type = e.type || "";
+    li.textContent = decisionText(e);
+    return li;
+  }));
+  q(card.root, "o-log-empty").hidden = list.length > 0;
 }
 
 // ---------------------------------------------------------------- outages
@@ -235,6 +505,23 @@ function renderOutages(outages) {
   el.noOutages.hidden = shown.length > 0;
 }
 
+async function outageAction(card, button, method, path, body, okKey) {
+  if (button) button.disabled = true;
+  try {
+    const o = await call(method, path, body === undefined ? {} : { body });
+    if (okKey) show(card.msg, okKey, {}, "ok o-error");
+    else show(card.msg, null);
+    if (o && o.id) updateCard(card, o);
+    return o;
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) showLogin("token_refused");
+    else showText(card.msg, problemText(err), "field-error o-error");
+    return null;
+  } finally {
+    if (button) button.disabled = false;
+  }
+}
+
 function makeCard(id) {
   const root = el.outageTpl.content.firstElementChild.cloneNode(true);
   root.id = `outage-${id}`;
@@ -248,6 +535,20 @@ function makeCard(id) {
     details: q(root, "o-confs"), confs: new Map(),
     msg: q(root, "o-error"),
   };
+  const ackForm = q(root, "o-ack-form");
+  ackForm.elements.by.value = operatorName();
+  ackForm.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const by = ackForm.elements.by.value.trim();
+    if (!by) {
+      show(card.msg, "ack_name_missing", {}, "field-error o-error");
+      ackForm.elements.by.focus();
+      return;
+    }
+    const o = await outageAction(card, ackForm.querySelector("button"), "POST", `/v1/outages/${enc(id)}/acknowledge`,
+      { by });
+    if (o) rememberName(by);
+  });
   const restoreBtn = q(root, "o-restore-btn");
   const confirm = q(root, "o-confirm");
   restoreBtn.addEventListener("click", () => {
@@ -262,33 +563,31 @@ function makeCard(id) {
   });
   const restoreYes = q(root, "o-restore-yes");
   restoreYes.addEventListener("click", async () => {
-    restoreYes.disabled = true;
-    try {
-      const o = await call("POST", `/v1/outages/${enc(id)}/restore`);
+    const by = operatorName();
+    const o = await outageAction(card, restoreYes, "POST", `/v1/outages/${enc(id)}/restore`, by ? { by } : undefined);
+    if (o) {
       confirm.hidden = true;
       restoreBtn.hidden = false;
-      show(card.msg, null);
-      if (o && o.id) updateCard(card, o);
       refresh();
-    } catch (err) {
-      showText(card.msg, problemText(err), "field-error o-error");
-    } finally {
-      restoreYes.disabled = false;
     }
   });
-  const extend = q(root, "o-extend");
-  extend.addEventListener("submit", async (ev) => {
+  const plan = q(root, "o-extend");
+  plan.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const iso = parisInputToIso(extend.elements.window_ends_at.value);
-    if (!iso) return;
-    try {
-      const o = await call("POST", `/v1/outages/${enc(id)}/extend`, { body: { window_ends_at: iso } });
-      show(card.msg, "extended", {}, "ok o-error");
-      if (o && o.id) updateCard(card, o);
-    } catch (err) {
-      showText(card.msg, problemText(err), "field-error o-error");
+    const input = plan.elements.window_ends_at;
+    const iso = parisInputToIso(input.value);
+    if (!iso) {
+      show(card.msg, "plan_missing", {}, "field-error o-error");
+      input.focus();
+      return;
     }
+    const o = await outageAction(card, plan.querySelector('button[type="submit"]'), "POST",
+      `/v1/outages/${enc(id)}/extend`, { window_ends_at: iso }, "extended");
+    if (o) input.value = "";
   });
+  const clear = q(root, "o-plan-clear");
+  clear.addEventListener("click", () => outageAction(card, clear, "POST", `/v1/outages/${enc(id)}/extend`,
+    { window_ends_at: null }, "plan_cleared"));
   const newConf = q(root, "o-new-conf");
   newConf.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -311,12 +610,13 @@ function makeCard(id) {
       const li = card.confs.get(conf.id);
       if (li) q(li.root, "c-copy").focus();
     } catch (err) {
-      showText(card.msg, problemText(err), "field-error o-error");
+      showText(card.msg, problemText(err, CONF_FIELDS), "field-error o-error");
     }
   });
   card.details.addEventListener("toggle", () => {
     if (card.details.open) loadConferences(card);
   });
+  renderLog(card);
   return card;
 }
 
@@ -341,6 +641,9 @@ function updateCard(card, o) {
   const badge = q(root, "o-state");
   setText(badge, `state_${o.state}`);
   badge.className = `badge o-state state-${o.state}`;
+  const active = o.state === "active";
+  q(root, "o-restore-overdue").hidden = !(active && o.restore_overdue);
+  root.classList.toggle("restore-overdue", Boolean(active && o.restore_overdue));
   const ticket = o.ticket || {};
   const prio = ticket.priority ? t(`prio_${ticket.priority}`) : "";
   const line = q(root, "o-ticket");
@@ -353,18 +656,25 @@ function updateCard(card, o) {
   const use = o.in_use || {};
   setMeter(q(root, "o-video"), q(root, "o-video-label"), "usage_video", use.video, cap.video);
   setMeter(q(root, "o-audio"), q(root, "o-audio-label"), "usage_audio", use.audio, cap.audio);
-  const active = o.state === "active";
   q(root, "o-actions").hidden = !active;
   q(root, "usage").hidden = !active;
   q(root, "o-new-conf").hidden = !active;
-  const ext = q(root, "o-extend").elements.window_ends_at;
-  if (o.window_ends_at && document.activeElement !== ext) {
-    const proposal = toParisInput(new Date(new Date(o.window_ends_at).getTime() + 86400000));
-    if (!ext.value || ext.dataset.proposed === ext.value) {
-      ext.value = proposal;
-      ext.dataset.proposed = proposal;
-    }
-  }
+  q(root, "o-ack-form").hidden = Boolean(o.acknowledged_at);
+  q(root, "o-plan-clear").hidden = !o.window_ends_at;
+  const acked = q(root, "o-acked");
+  if (o.acknowledged_at) {
+    setText(acked, o.ack_met === false ? "acked_late" : "acked_at", {
+      when: fmtDateTime(o.acknowledged_at, PARIS), by: o.acknowledged_by || "—",
+    });
+    acked.hidden = false;
+  } else show(acked, null);
+  const ended = q(root, "o-ended");
+  if (!active && o.ended_at) {
+    setText(ended, o.end_reason === "planned_end" ? "ended_planned_end" : "ended_restored", {
+      when: fmtDateTime(o.ended_at, PARIS),
+    });
+    ended.hidden = false;
+  } else show(ended, null);
   q(root, "o-conf-count").textContent = String(Array.isArray(o.conferences) ? o.conferences.length : 0);
   renderDeadlines(card);
 }
@@ -381,7 +691,7 @@ function renderDeadline(dl, iso, active, isDeadline) {
   const when = fmtDateTime(at, PARIS);
   const overdue = active && isDeadline && left < 0;
   dl.classList.toggle("overdue", overdue);
-  dl.classList.toggle("soon", active && isDeadline && left >= 0 && left < 3600000);
+  dl.classList.toggle("soon", active && left >= 0 && left < 3600000);
   if (!active) {
     setText(dd, null);
     dd.textContent = when; // over: the date alone, no countdown
@@ -394,9 +704,25 @@ function renderDeadlines(card) {
   const o = card.data;
   if (!o) return;
   const active = o.state === "active";
-  renderDeadline(q(card.root, "o-ack"), o.ack_deadline, active, true);
+  const ack = q(card.root, "o-ack");
+  if (o.acknowledged_at) {
+    // Taken in charge: the deadline is over, met or not; never OVERDUE any more.
+    ack.classList.remove("overdue", "soon");
+    ack.classList.add("done");
+    setText(ack.querySelector("dd"), o.ack_met === false ? "ack_done_late" : "ack_done", {
+      when: fmtDateTime(o.ack_deadline, PARIS),
+    });
+  } else {
+    ack.classList.remove("done");
+    renderDeadline(ack, o.ack_deadline, active, true);
+  }
   renderDeadline(q(card.root, "o-restore"), o.restore_deadline, active, true);
-  renderDeadline(q(card.root, "o-window"), o.window_ends_at, active, false);
+  const windowDl = q(card.root, "o-window");
+  if (!o.window_ends_at) {
+    windowDl.classList.remove("overdue", "soon");
+    setText(windowDl.querySelector("dd"), active ? "no_planned_end" : null);
+    if (!active) windowDl.querySelector("dd").textContent = "—";
+  } else renderDeadline(windowDl, o.window_ends_at, active, false);
 }
 
 // ---------------------------------------------------------------- conferences and participants
@@ -424,19 +750,24 @@ function renderConferences(card, confs) {
   for (const conf of confs) {
     let c = card.confs.get(conf.id);
     if (!c) {
-      c = makeConf(conf.id);
+      c = makeConf(card, conf.id);
       card.confs.set(conf.id, c);
-      list.append(c.root);
     }
-    updateConf(c, conf);
+    list.append(c.root); // most important first, as the broker lists them
+    updateConf(card, c, conf);
   }
 }
 
-function makeConf(id) {
+function maxValue(input) {
+  const raw = input.value.trim();
+  return raw === "" ? null : Number(raw);
+}
+
+function makeConf(card, id) {
   const root = el.confTpl.content.firstElementChild.cloneNode(true);
   root.dataset.conference = id;
   applyI18n(root);
-  const c = { id, root, rows: new Map() };
+  const c = { id, root, rows: new Map(), dirty: false };
   const copy = q(root, "c-copy");
   copy.addEventListener("click", async () => {
     const input = q(root, "c-url");
@@ -454,18 +785,78 @@ function makeConf(id) {
       setText(note, ok ? "copied" : "copy_failed");
     }
   });
+  const edit = q(root, "c-edit");
+  const error = q(root, "c-error");
+  const saved = q(root, "c-saved");
+  edit.addEventListener("input", () => {
+    c.dirty = true;
+    setText(saved, null);
+  });
+  edit.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = edit.elements;
+    for (const input of [f.priority, f.max_video, f.max_audio]) input.removeAttribute("aria-invalid");
+    const body = { max: { video: maxValue(f.max_video), audio: maxValue(f.max_audio) } };
+    if (f.priority.value.trim() !== "") body.priority = Number(f.priority.value);
+    const button = edit.querySelector("button");
+    button.disabled = true;
+    try {
+      const conf = await call("PATCH", `/v1/conferences/${enc(id)}`, { body });
+      c.dirty = false;
+      show(error, null);
+      setText(saved, "saved");
+      updateConf(card, c, conf);
+      loadConferences(card); // the order may change with the priority
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401) {
+        showLogin("token_refused");
+        return;
+      }
+      showText(error, problemText(err, CONF_FIELDS), "field-error c-error");
+      for (const e of (err instanceof ApiError && Array.isArray(err.problem.errors) ? err.problem.errors : [])) {
+        const loc = fieldLoc(e).join(".");
+        const input = { priority: f.priority, "max.video": f.max_video, "max.audio": f.max_audio }[loc];
+        if (input) input.setAttribute("aria-invalid", "true");
+      }
+    } finally {
+      button.disabled = false;
+    }
+  });
   return c;
 }
 
-function updateConf(c, conf) {
+function limit(value) {
+  return value === null || value === undefined ? t("no_max") : String(value);
+}
+
+function updateConf(card, c, conf) {
   const root = c.root;
   q(root, "c-title").textContent = conf.title || conf.id;
+  confTitles.set(conf.id, conf.title || conf.id);
   const parts = Array.isArray(conf.participants) ? conf.participants : [];
-  const live = parts.filter((p) => !GONE_STATES.has(p.state));
+  const present = parts.filter((p) => !GONE_STATES.has(p.state));
   const reserve = conf.reserve || {};
+  const max = conf.max || {};
+  const held = conf.in_use || {};
+  const cap = (card.data && card.data.capacity) || {};
+  root.dataset.priority = String(conf.priority ?? "");
   setText(q(root, "c-meta"), "conf_meta", {
-    priority: conf.priority ?? "—", rv: reserve.video ?? 0, ra: reserve.audio ?? 0, n: live.length,
+    priority: conf.priority ?? "—", rv: reserve.video ?? 0, ra: reserve.audio ?? 0, n: present.length,
   });
+  setText(q(root, "c-ports"), "conf_ports", {
+    hv: held.video ?? 0, ha: held.audio ?? 0, cv: cap.video ?? "—", ca: cap.audio ?? "—",
+    mv: limit(max.video), ma: limit(max.audio),
+  });
+  const f = q(root, "c-edit").elements;
+  const editing = c.dirty || [f.priority, f.max_video, f.max_audio].includes(document.activeElement);
+  if (!editing) {
+    f.priority.value = conf.priority ?? "";
+    f.max_video.value = max.video ?? "";
+    f.max_audio.value = max.audio ?? "";
+    f.max_video.max = String(cap.video ?? "");
+    f.max_audio.max = String(cap.audio ?? "");
+  }
+  q(root, "c-edit").hidden = !card.data || card.data.state !== "active";
   const url = conf.join_url || joinLinks.get(conf.id);
   const linkRow = q(root, "c-link");
   if (url) {
@@ -481,6 +872,7 @@ function updateConf(c, conf) {
     }
   }
   for (const p of parts) {
+    if (p.id && p.display_name) names.set(p.id, p.display_name);
     let row = c.rows.get(p.id);
     if (!row) {
       row = makeParticipantRow(p.id);
@@ -550,8 +942,13 @@ async function loadContracts() {
   } catch { /* the datalist is a convenience */ }
 }
 
+function currentContract() {
+  return contracts.find((x) => x.number === el.contract.value.trim());
+}
+
+/** The serials of the contract typed, and what the broker will take for company and model. */
 function fillSerials() {
-  const c = contracts.find((x) => x.number === el.contract.value.trim());
+  const c = currentContract();
   const equipment = c && Array.isArray(c.equipment) ? c.equipment : [];
   el.serialsList.replaceChildren(
     ...equipment.map((e) => {
@@ -561,6 +958,9 @@ function fillSerials() {
       return opt;
     }),
   );
+  el.company.placeholder = c && c.client && c.client.company ? c.client.company : "";
+  const item = equipment.find((e) => e.serial === el.serial.value.trim());
+  el.model.placeholder = item ? [item.brand, item.model].filter(Boolean).join(" ") : "";
 }
 
 async function updateSlaPreview() {
@@ -581,20 +981,47 @@ async function updateSlaPreview() {
   }
 }
 
+/** What clause 3-3 asks of every call and the form lacks: named, and the first one focused. */
+function missingIntake() {
+  const required = [
+    [el.contract, "contract_label"], [el.serial, "serial_label"], [el.site, "site_label"],
+    [el.contact, "contact_label"], [el.description, "description_label"],
+  ];
+  const missing = required.filter(([input]) => !input.value.trim());
+  for (const [input] of required) input.removeAttribute("aria-invalid");
+  for (const [input] of missing) input.setAttribute("aria-invalid", "true");
+  if (missing.length) missing[0][0].focus();
+  return missing.map(([, key]) => t(key));
+}
+
+function mismatchText(mismatch) {
+  const parts = [];
+  if (mismatch.company) {
+    parts.push(t("mismatch_company", { given: mismatch.company.given, known: mismatch.company.contract }));
+  }
+  if (mismatch.model) parts.push(t("mismatch_model", { given: mismatch.model.given, known: mismatch.model.equipment }));
+  return parts.join(" ");
+}
+
 async function declare(ev) {
   ev.preventDefault();
   show(el.declareError, null);
   show(el.declareOk, null);
-  const body = {
-    contract: el.contract.value.trim(),
-    serial: el.serial.value.trim(),
-    ticket: {
-      priority: el.priority.value,
-      site: el.site.value.trim(),
-      contact: el.contact.value.trim(),
-      description: el.description.value.trim(),
-    },
+  show(el.declareMismatch, null);
+  const missing = missingIntake();
+  if (missing.length) {
+    show(el.declareError, "missing_fields", { fields: missing.join(", ") }, "field-error wide");
+    return;
+  }
+  const ticket = {
+    priority: el.priority.value,
+    site: el.site.value.trim(),
+    contact: el.contact.value.trim(),
+    description: el.description.value.trim(),
   };
+  if (el.company.value.trim()) ticket.company = el.company.value.trim();
+  if (el.model.value.trim()) ticket.model = el.model.value.trim();
+  const body = { contract: el.contract.value.trim(), serial: el.serial.value.trim(), ticket };
   if (el.reported.value) body.reported_at = parisInputToIso(el.reported.value);
   if (!declareKey) declareKey = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
   const submit = el.declare.querySelector('button[type="submit"]');
@@ -605,8 +1032,10 @@ async function declare(ev) {
     show(el.declareOk, "declared", {
       contract: o.contract, serial: o.serial, ticket: (o.ticket && o.ticket.number) || "—",
     }, "ok wide");
+    if (o.ticket && o.ticket.mismatch) showText(el.declareMismatch, mismatchText(o.ticket.mismatch), "warn wide");
     el.declare.reset();
-    el.priority.value = "medium";
+    el.priority.value = "urgent";
+    fillSerials();
     await refresh();
     const card = cards.get(o.id);
     if (card) card.root.classList.add("fresh");
@@ -616,7 +1045,11 @@ async function declare(ev) {
     } else {
       declareKey = null;
     }
-    showText(el.declareError, problemText(err), "field-error wide");
+    let text = problemText(err);
+    if (err instanceof ApiError && err.problem.ticket_number) {
+      text = t("refused_ticket", { ticket: err.problem.ticket_number, why: text });
+    }
+    showText(el.declareError, text, "field-error wide");
     if (err instanceof ApiError && err.code === "outage_already_active" && err.problem.outage_id) {
       const card = cards.get(err.problem.outage_id);
       if (card) {
@@ -627,6 +1060,71 @@ async function declare(ev) {
   } finally {
     submit.disabled = false;
   }
+}
+
+// ---------------------------------------------------------------- tickets and renewals
+
+function ticketItem(tk) {
+  const li = document.createElement("li");
+  li.className = "ticket";
+  li.dataset.ticket = tk.number;
+  li.dataset.outcome = tk.outcome || "";
+  const head = document.createElement("p");
+  const number = document.createElement("strong");
+  number.textContent = tk.number;
+  head.append(number, ` · ${t("ticket_received", { when: tk.received_at ? fmtDateTime(tk.received_at, PARIS) : "—" })}`,
+    ` · ${tk.contract || "—"} / ${tk.serial || "—"}`);
+  const outcome = document.createElement("p");
+  outcome.className = `t-outcome t-${tk.outcome}`;
+  if (tk.outcome === "outage") outcome.textContent = t("ticket_outage", { outage: tk.outage_id || "—" });
+  else if (tk.outcome === "refused") outcome.textContent = t("ticket_refused", { why: refusalText(tk.code, tk.reason, tk) });
+  else outcome.textContent = t("ticket_pending");
+  const what = document.createElement("p");
+  what.className = "help";
+  what.textContent = [tk.site, tk.contact, tk.description].filter(Boolean).join(" · ");
+  li.append(head, outcome, what);
+  return li;
+}
+
+async function searchTickets(ev) {
+  ev.preventDefault();
+  const text = el.ticketQuery.value.trim();
+  show(el.ticketError, null);
+  el.ticketResults.replaceChildren();
+  if (!text) return;
+  try {
+    let found = [];
+    try {
+      found = [await call("GET", `/v1/tickets/${enc(text)}`)];
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 404) throw err;
+      found = await call("GET", `/v1/tickets?contract=${enc(text)}`); // newest first
+    }
+    if (!found.length) show(el.ticketError, "no_ticket", { query: text }, "help");
+    el.ticketResults.replaceChildren(...found.map(ticketItem));
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) showLogin("token_refused");
+    else showText(el.ticketError, problemText(err), "field-error");
+  }
+}
+
+async function loadRenewals() {
+  clearTimeout(renewalsTimer);
+  renewalsTimer = setTimeout(loadRenewals, RENEWALS_MS);
+  try {
+    const due = await call("GET", "/v1/contracts?renewal_due=true");
+    el.renewalList.replaceChildren(...due.map((c) => {
+      const li = document.createElement("li");
+      li.dataset.contract = c.number;
+      const strong = document.createElement("strong");
+      strong.textContent = c.number;
+      const company = c.client && c.client.company ? ` — ${c.client.company}` : "";
+      li.append(strong, company, ": ", t("renewal_line", { end: fmtDay(c.end_date), from: fmtDay(c.renewal_notice_from) }));
+      if (c.suspended_from) li.append(" ", t("renewal_suspended", { from: fmtDay(c.suspended_from) }));
+      return li;
+    }));
+    el.noRenewals.hidden = due.length > 0;
+  } catch { /* shown again at the next turn */ }
 }
 
 // ---------------------------------------------------------------- wiring
@@ -644,21 +1142,26 @@ function main() {
   el.declare.addEventListener("input", () => { declareKey = null; });
   el.contract.addEventListener("change", fillSerials);
   el.contract.addEventListener("input", fillSerials);
+  el.serial.addEventListener("input", fillSerials);
   el.priority.addEventListener("change", updateSlaPreview);
   el.reported.addEventListener("change", updateSlaPreview);
   el.onlyActive.addEventListener("change", () => refresh());
+  el.ticketSearch.addEventListener("submit", searchTickets);
   setInterval(() => {
     for (const card of cards.values()) renderDeadlines(card);
   }, 1000);
   setInterval(() => { if (!el.reported.value) updateSlaPreview(); }, 60000);
   onLangChange(() => {
-    for (const card of cards.values()) if (card.data) updateCard(card, card.data);
+    for (const card of cards.values()) {
+      if (card.data) updateCard(card, card.data);
+      renderLog(card);
+    }
     updateSlaPreview();
+    if (token) loadRenewals();
   });
+  setLive("off");
   if (token) signIn(token);
   else showLogin(null);
 }
 
 main();
-
-

@@ -607,7 +607,8 @@ async function participantState() {
   if (!session.participantId) return null;
   try {
     const p = await api("GET", `/v1/participants/${enc(session.participantId)}`, { token: session.participantToken });
-    return p.state;
+    // A lapsed lease (the media node died, the network failed) is not a removal: join again.
+    return p.state === "left" && p.state_reason === "lease_expired" ? "expired" : p.state;
   } catch (err) {
     // a token that no longer acts (the participant left) reads as left
     return err instanceof ApiError && err.status === 401 ? "left" : null;

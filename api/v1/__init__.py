@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import conferences, contracts, outages, participants, tickets
+from . import conferences, contracts, events, outages, participants, tickets
 
-MODULES = (contracts, outages, tickets, conferences, participants)
+MODULES = (contracts, outages, tickets, conferences, participants, events)
 ROUTES: tuple[web.RouteTableDef, ...] = tuple(m.routes for m in MODULES)

@@ -13,7 +13,8 @@ from broker import errors, sla
 from broker.outages import Declaration, iso
 
 from .. import models, problems
-from ..openapi import doc, header, query
+from ..livefeed import serve_feed
+from ..openapi import EVENT_STREAM, doc, header, query
 from ..problems import Problem
 from .common import idempotency_key, json_response, operator, read_json, read_model
 
@@ -173,15 +174,18 @@ _EVENT_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 @routes.get("/v1/outages/{id}/events")
 @doc(
     "The outage's audit trail: every decision (declared, acknowledged, admitted, downgraded, preempted, refused, "
-    "left, lease expired, restored ...), oldest first, after the event id `after`",
-    auth="operator",
-    responses={200: list[models.AuditEvent]},
-    errors=[problems.OUTAGE_NOT_FOUND],
+    "left, lease expired, restored ...), oldest first, after the event id `after`. With `?stream=1`: the same "
+    "events live, as server-sent events (operator token or `?ticket=` stream ticket; Last-Event-ID resumes)",
+    auth="operator or stream ticket",
+    responses={200: (list[models.AuditEvent], EVENT_STREAM)},
+    errors=[problems.OUTAGE_NOT_FOUND, problems.TOO_MANY_STREAMS],
     params=[query("after", str), query("limit", int)],
 )
-async def outage_events(request: web.Request) -> web.Response:
-    broker = operator(request)
+async def outage_events(request: web.Request) -> web.StreamResponse:
     outage_id = request.match_info["id"]
+    if request.query.get("stream") in ("1", "true"):
+        return await serve_feed(request, outage_id)
+    broker = operator(request)
     after = request.query.get("after", "")
     field_errors = []
     if after and not _EVENT_ID.match(after):

@@ -100,7 +100,10 @@ async def participant_for(request: web.Request) -> dict[str, Any]:
         who.require_participant(participant_id, None)
         raise
     who.require_participant(participant_id, participant["conference"])
-    if who.kind == "participant" and participant["state"] == "left":
+    # Leaving ends the token; a lease that lapsed (media node dead, network lost) does not: the page
+    # must be able to learn that it was not removed, and join again.
+    lapsed = participant.get("state_reason") == "lease_expired"
+    if who.kind == "participant" and participant["state"] == "left" and not lapsed:
         raise Problem(problems.UNAUTHORIZED, "This participant has left: its token is no longer valid",
                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     return participant
