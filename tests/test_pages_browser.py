@@ -786,10 +786,6 @@ def test_preempted_participant_is_told_why_and_does_not_rejoin(
     assert "Lou" not in names
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "media/node.py releases the participant as 'left' when its peer connection reaches 'closed': the "
-    "browser closes it (DTLS close_notify) when the page unloads, aiortc then closes the pc, so a reload "
-    "finds its participant gone and the page says it was removed (outside this branch: media/)"))
 def test_reload_reconnects_as_the_same_participant(server: Api, conference: dict[str, Any], pages: Pages) -> None:
     page = pages.open(conference["join_url"] + "?name=Rita&kind=video&autojoin=1")
     _state(page, "connected")
