@@ -490,15 +490,15 @@ async def test_memory_stays_bounded_over_thousands_of_cycles(ledger: PortLedger,
         total = 0
         for key in await redis.keys(f"bp:{{{O}}}:*"):
             if key != keys.audit(O):  # the audit trail is bounded by its own MAXLEN (checked below)
-                total += await redis.memory_usage(key) or 0
+                total += await redis.memory_usage(key, samples=0) or 0  # exact, not sampled
         return total
 
     sizes = {}
     for i in range(5000):
         assert (await admit(ledger, C1, i, "audio")).status == "granted"
         assert await ledger.release(O, pid(i))
-        if i + 1 in (1000, 5000):
+        if i + 1 in (2000, 5000):  # (from 1000 on the display names are a byte longer)
             sizes[i + 1] = await outage_bytes()
-    assert sizes[5000] <= sizes[1000] * 1.05, sizes
+    assert sizes[5000] <= sizes[2000] * 1.02, sizes
     assert await redis.hlen(keys.participants(O)) == 200
     assert await redis.xlen(keys.audit(O)) <= 20_000 + 200  # ~ MAXLEN trims in whole nodes

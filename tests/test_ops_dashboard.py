@@ -136,7 +136,8 @@ async def _admissions(session: aiohttp.ClientSession, api: str) -> str:
 async def test_every_panel_query_runs_on_a_real_prometheus(tmp_path: Path) -> None:
     queries = _queries(json.loads(COMMITTED.read_text()))
     with RedisServer() as redis_server, running_broker(
-        redis_server.url, tmp_path, env={"BACKUPPLUS_OPERATOR_TOKENS": OPERATOR}
+        redis_server.url, tmp_path,
+        env={"BACKUPPLUS_OPERATOR_TOKENS": OPERATOR, "BACKUPPLUS_ADMISSION_RATE_BURST": "100"},  # 14 joins at once
     ) as broker:
         prometheus = Prometheus(tmp_path, f"127.0.0.1:{broker.port}")
         try:
