@@ -20,13 +20,12 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-import redis.exceptions
 from aiohttp import web
 from aiohttp_sse import sse_response
 
 from broker.auditfeed import AuditEvent, AuditHub, Feed, InvalidCursor
 from broker.outages import iso_ms
-from infra.redisconn import StorePolicy, connect
+from infra.redisconn import STORE_UNAVAILABLE, StorePolicy, connect
 
 from . import problems
 from .appkeys import AUDIT_HUB, BROKER, SECRET, SETTINGS, STREAMS
@@ -37,7 +36,7 @@ from .streams import StreamRegistry
 log = logging.getLogger("backupplus.livefeed")
 MAX_BACKLOG = 50
 _CLIENT_GONE = (ConnectionResetError, RuntimeError, TimeoutError)
-_STORE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError)
+_STORE_ERRORS = STORE_UNAVAILABLE
 
 
 def authorise(request: web.Request) -> None:

@@ -13,12 +13,12 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 
-import redis.exceptions
 from aiohttp import web
 
 from broker import ids
 from broker.errors import BrokerError
 from infra import logcontext
+from infra.redisconn import STORE_UNAVAILABLE
 
 from . import problems
 from .appkeys import TELEMETRY
@@ -105,7 +105,7 @@ async def _problem_of(request: web.Request, handler: Handler) -> web.StreamRespo
         return exc
     except BrokerError as exc:
         return problem_from_domain(exc)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
+    except STORE_UNAVAILABLE as exc:
         log.warning("Redis unavailable on %s %s: %s", request.method, _route(request), exc)
         request.app[TELEMETRY].store.errors.inc()
         return Problem(

@@ -24,8 +24,8 @@ from datetime import datetime
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
+from infra.redisconn import STORE_UNAVAILABLE, is_cluster
 from infra.text import as_str
 from quotas import keys
 
@@ -141,11 +141,15 @@ class AuditHub:
     ``store`` answers the short reads; ``reader`` is a connection of its own for the blocking XREAD
     (its socket timeout must exceed ``block_ms``). ``run`` loops until ``stopping`` is set; each turn
     waits at most ``block_ms``.
+
+    On a Redis Cluster one XREAD may only name streams of one slot, and the outages' streams lie on
+    many: each turn sends one XREAD per slot without BLOCK, all in one pipeline (one round trip per
+    primary), and waits ``cluster_poll_ms`` when none had anything new.
     """
 
     def __init__(
         self, store: aioredis.Redis, reader: aioredis.Redis, clock: Clock, *, block_ms: int = 500,
-        follow_window_ms: int = 120_000, batch: int = 500, inbox: int = 5000,
+        follow_window_ms: int = 120_000, batch: int = 500, inbox: int = 5000, cluster_poll_ms: int = 100,
     ) -> None:
         self.store = store
         self.reader = reader
@@ -154,6 +158,7 @@ class AuditHub:
         self.follow_window_ms = follow_window_ms
         self.batch = batch
         self.inbox = inbox
+        self.cluster_poll_ms = cluster_poll_ms
         self.following: dict[str, str] = {}  # outage -> last id read
         self.wanted: frozenset[str] = frozenset()
         self.scan_ms = 0  # clock of the last scan (0: none yet)
@@ -224,10 +229,13 @@ class AuditHub:
             await asyncio.sleep(self.block_ms / 1000)
             return 0
         by_key = {keys.audit(o): o for o in self.following}
-        reply = await self.reader.xread({k: self.following[o] for k, o in by_key.items()}, count=self.batch,
-                                        block=self.block_ms)
+        streams = {k: self.following[o] for k, o in by_key.items()}
+        if is_cluster(self.reader):
+            reply = await self._read_per_slot(streams)
+        else:
+            reply = cast(list[Any], await self.reader.xread(streams, count=self.batch, block=self.block_ms) or [])
         handed = 0
-        for key, raw in cast(list[Any], reply or []):
+        for key, raw in reply:
             outage = by_key.get(as_str(key))
             if outage is None or outage not in self.following:
                 continue
@@ -237,14 +245,27 @@ class AuditHub:
                 handed += 1
         return handed
 
+    async def _read_per_slot(self, streams: dict[str, str]) -> list[Any]:
+        """A Redis Cluster's XREAD: one per slot, in one pipeline; a pause when nothing was new."""
+        by_slot: dict[int, dict[str, str]] = {}
+        for key, last in streams.items():
+            by_slot.setdefault(self.reader.keyslot(key), {})[key] = last  # type: ignore[attr-defined]
+        async with self.reader.pipeline(transaction=False) as pipe:
+            for group in by_slot.values():
+                pipe.xread(group, count=self.batch)
+            replies = await pipe.execute()
+        out = [item for reply in replies for item in (reply or [])]
+        if not out:
+            await asyncio.sleep(min(self.cluster_poll_ms, self.block_ms) / 1000)
+        return out
+
     async def run(self, stopping: asyncio.Event) -> None:
         failures = 0
         while not stopping.is_set():
             try:
                 await self.step()
                 failures = 0
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-                    redis.exceptions.BusyLoadingError) as exc:
+            except STORE_UNAVAILABLE as exc:
                 failures += 1
                 log.warning("audit feed: Redis unavailable (%s); retrying", exc)
                 waiter = asyncio.ensure_future(stopping.wait())

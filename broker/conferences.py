@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from infra.redisconn import publish
 from infra.settings import Settings
 from infra.text import as_str
 from quotas import keys
@@ -164,7 +165,7 @@ class ConferenceDesk:
         released = await self.ledger.remove_conference(doc["outage"], conference_id, by)
         event = {"type": "conference_closed", "outage": doc["outage"], "conference": conference_id,
                  "participants": released}
-        await self.redis.publish(keys.EVENTS, json.dumps(event))
+        await publish(self.redis, keys.EVENTS, json.dumps(event))
         return released
 
     async def of_outage(self, outage_id: str) -> list[dict[str, Any]]:

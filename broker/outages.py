@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from infra import logcontext
+from infra.redisconn import publish
 from infra.settings import Settings
 from infra.text import as_str
 from quotas import keys
@@ -375,7 +376,7 @@ class OutageDesk:
         await self._scripts.call("del_if_equal", [keys.server_outage(doc["contract"], doc["serial"])], [outage_id])
         event = {"type": "outage_ended", "outage": outage_id, "state": "restored", "reason": reason,
                  "participants": released}
-        await self.redis.publish(keys.EVENTS, json.dumps(event))
+        await publish(self.redis, keys.EVENTS, json.dumps(event))
         await self.webhooks.outage_ended({**doc, "end_reason": reason}, "restored", released)
 
     # --- what every broker does in the background ---------------------------------------------------
@@ -418,6 +419,6 @@ class OutageDesk:
                 await self.redis.hincrby(keys.LEDGER_REPAIRS, "total", repairs)  # type: ignore[misc]
                 total += repairs
             for pid in expired:
-                await self.redis.publish(keys.EVENTS, json.dumps(
+                await publish(self.redis, keys.EVENTS, json.dumps(
                     {"type": "participant_left", "outage": outage_id, "participant": pid}))
         return total

@@ -13,6 +13,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from infra import logcontext
+from infra.redisconn import publish
 from infra.settings import Settings
 from quotas import keys
 from quotas.ledger import LedgerParticipant, PortLedger, RateLimit
@@ -160,5 +161,5 @@ class ParticipantDesk:
         for outage_id, pids in reclaimed.items():
             for pid in pids:
                 event = {"type": "participant_left", "outage": outage_id, "participant": pid}
-                await self.redis.publish(keys.EVENTS, json.dumps(event))
+                await publish(self.redis, keys.EVENTS, json.dumps(event))
         return reclaimed

@@ -4,6 +4,10 @@
 * ``redis+sentinel://[:password@]host:port[,host:port…]/service_name[/db]`` — ask the Sentinels
   which server is the primary of ``service_name``; after a failover the next connection goes to
   the new primary (the ledger's scripts are reloaded there on NOSCRIPT).
+* ``redis+cluster://[[user]:password@]host:port[,host:port…][/]`` — a Redis Cluster, found from
+  any of the nodes given (a ``redis.asyncio.RedisCluster``): each command goes to the primary of
+  its key's slot, and after a failover the client reads the new topology and sends it again. Every
+  multi-key operation of Backup+ stays within one hash tag; pub/sub is sharded (``publish``).
 
 Every client made here retries connection errors and timeouts with exponential backoff, within a
 time budget (``StorePolicy``): a pooled connection that a Redis restart left dead is replaced and
@@ -17,13 +21,15 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import BusyLoadingError, ClusterDownError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -31,7 +37,14 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 SENTINEL_SCHEME = "redis+sentinel"
+CLUSTER_SCHEME = "redis+cluster"
 T = TypeVar("T")
+# What "the store is unavailable right now" looks like (answered 503 store_unavailable, retried later):
+# unreachable, too slow, loading its data; on a Redis Cluster also the window of a failover (the
+# cluster down, a slot without a primary, a slot being moved).
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError, RedisTimeoutError, BusyLoadingError, ClusterDownError, SlotNotCoveredError, TryAgainError,
+)
 
 
 class StoreMisconfigured(RuntimeError):
@@ -51,6 +64,30 @@ class StoreClient(aioredis.Redis):
     ``quotas.scripts.ScriptRunner`` reads it for the scripts it makes durable."""
 
     replica_wait: ReplicaWait | None = None
+
+
+class StoreCluster(RedisCluster):
+    """The same for a Redis Cluster. ``aclose`` takes (and ignores) ``close_connection_pool`` like a
+    plain client's, so that callers close either the same way."""
+
+    replica_wait: ReplicaWait | None = None
+
+    async def aclose(self, *, close_connection_pool: bool | None = None) -> None:  # type: ignore[override]
+        await super().aclose()
+
+
+def is_cluster(client: object) -> bool:
+    """True for a Redis Cluster client (sharded pub/sub, one XREAD per slot, INFO per primary)."""
+    return isinstance(client, RedisCluster)
+
+
+async def publish(client: aioredis.Redis, channel: str, message: str) -> None:
+    """PUBLISH, or on a Redis Cluster SPUBLISH: the message goes to the shard that owns the channel's
+    slot (its subscribers use SSUBSCRIBE there) instead of being broadcast to every node."""
+    if is_cluster(client):
+        await client.spublish(channel, message)  # type: ignore[misc]
+    else:
+        await client.publish(channel, message)
 
 
 @dataclass(frozen=True)
@@ -142,6 +179,27 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
     return hosts, path[0], db, password
 
 
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """(node addresses, username, password) of a ``redis+cluster://`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme != CLUSTER_SCHEME:
+        raise ValueError(f"not a {CLUSTER_SCHEME}:// URL: {url!r}")
+    netloc = parts.netloc.rsplit("@", 1)
+    username = password = None
+    if len(netloc) == 2:
+        user, _, secret = netloc[0].partition(":")
+        username, password = unquote(user) or None, unquote(secret) or None
+    hosts = []
+    for item in netloc[-1].split(","):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"cluster node address must be host:port, got {item!r}")
+        hosts.append((host.strip("[]"), int(port)))
+    if [p for p in parts.path.split("/") if p not in ("", "0")]:
+        raise ValueError("a Redis Cluster has database 0 only: redis+cluster://host:port,host:port/")
+    return hosts, username, password
+
+
 def connect(
     url: str,
     *,
@@ -176,6 +234,14 @@ def _connect(url: str, max_connections: int, policy: StorePolicy, options: dict[
         "retry": policy.retry(),
         **options,
     }
+    if url.startswith(f"{CLUSTER_SCHEME}://"):
+        nodes, username, password = parse_cluster_url(url)
+        # retries: the cluster client re-reads the topology (CLUSTER SLOTS) before each new attempt
+        cluster = StoreCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes], username=username, password=password,
+            max_connections=max_connections, **conn_options,
+        )
+        return cast(StoreClient, cluster)  # answers the same commands; callers keep one client type
     if url.startswith(f"{SENTINEL_SCHEME}://"):
         hosts, service, db, password = parse_sentinel_url(url)
         sentinel = Sentinel(
@@ -201,20 +267,33 @@ async def check_store(client: StoreClient) -> None:
     """The start-up check of a broker's Redis: it must never evict keys (``maxmemory-policy
     noeviction``): an evicted counter or lease silently breaks the caps. With a write concern, the
     primary must have that many replicas connected. Read from INFO, which works where CONFIG is
-    disabled. Raises StoreMisconfigured with what to change."""
-    info = await client.info("memory")
-    policy = str(info.get("maxmemory_policy", ""))
-    if policy != "noeviction":
-        raise StoreMisconfigured(
-            f"Redis has maxmemory-policy {policy!r}: it may evict the ledger's keys and break the caps. "
-            "Set `maxmemory-policy noeviction` in its configuration (or CONFIG SET maxmemory-policy noeviction)."
-        )
+    disabled. On a Redis Cluster every primary is checked. Raises StoreMisconfigured with what to change."""
+    for where, info in await _info_of_primaries(client, "memory"):
+        policy = str(info.get("maxmemory_policy", ""))
+        if policy != "noeviction":
+            raise StoreMisconfigured(
+                f"Redis{where} has maxmemory-policy {policy!r}: it may evict the ledger's keys and break the caps. "
+                "Set `maxmemory-policy noeviction` in its configuration (or CONFIG SET maxmemory-policy noeviction)."
+            )
     wait = client.replica_wait
     if wait is not None:
-        replication = await client.info("replication")
-        connected = int(replication.get("connected_slaves", 0))
-        if connected < wait.replicas:
-            raise StoreMisconfigured(
-                f"durability strict waits for {wait.replicas} replica(s) of each declare and admission, but the "
-                f"Redis primary has {connected} connected: add replicas or run with --durability standard."
-            )
+        for where, replication in await _info_of_primaries(client, "replication"):
+            connected = int(replication.get("connected_slaves", 0))
+            if connected < wait.replicas:
+                raise StoreMisconfigured(
+                    f"durability strict waits for {wait.replicas} replica(s) of each declare and admission, but the "
+                    f"Redis primary{where} has {connected} connected: add replicas or run with --durability standard."
+                )
+
+
+async def _info_of_primaries(client: StoreClient, section: str) -> list[tuple[str, dict[str, Any]]]:
+    """INFO ``section`` of the primary, or of each primary of a cluster: (" node host:port" or "", info)."""
+    if not is_cluster(client):
+        return [("", await client.info(section))]
+    cluster = cast(RedisCluster, client)
+    await cluster.initialize()  # reads the topology once (no-op when already done)
+    out = []
+    for node in cluster.get_primaries():
+        info = await cluster.info(section, target_nodes=node)  # type: ignore[call-arg]
+        out.append((f" node {node.name}", dict(info)))
+    return out

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.redisconn import is_cluster
 from infra.text import as_str
 from quotas import keys
 
@@ -20,15 +21,24 @@ async def listen(
     redis: Any, on_event: Callable[[str], None], ready: asyncio.Event, stopped: Callable[[], bool], node_id: str
 ) -> None:
     """Hand every event to ``on_event`` until ``stopped()``; ``ready`` is set once subscribed. A lost
-    subscription is made again."""
+    subscription is made again. On a Redis Cluster the channel is sharded (SSUBSCRIBE on the primary
+    of its slot; the brokers SPUBLISH there), and after a failover the subscription is made again on
+    the new primary."""
+    sharded = is_cluster(redis)
     while not stopped():
         pubsub = redis.pubsub()
         try:
-            await pubsub.subscribe(keys.EVENTS)
+            if sharded:
+                await pubsub.ssubscribe(keys.EVENTS)
+            else:
+                await pubsub.subscribe(keys.EVENTS)
             ready.set()
             while not stopped():
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if msg and msg.get("type") == "message":
+                if sharded:
+                    msg = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                else:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg and msg.get("type") in ("message", "smessage"):
                     on_event(as_str(msg["data"]))
         except asyncio.CancelledError:
             raise

@@ -14,6 +14,7 @@ from typing import Any, Literal, cast
 
 import redis.asyncio as aioredis
 
+from infra.redisconn import is_cluster, publish
 from infra.text import as_str
 
 from . import keys
@@ -111,6 +112,11 @@ class PortLedger:
     def __init__(self, redis: aioredis.Redis, scripts: ScriptRunner | None = None) -> None:
         self.redis = redis
         self._scripts = scripts or ScriptRunner(redis)
+        # A script publishes its media-node event itself (PUBLISH, atomic with the decision); on a
+        # Redis Cluster a script may only SPUBLISH on a channel of its own slot, so there the script
+        # publishes nothing and the call publishes right after it (SPUBLISH on keys.EVENTS).
+        self._cluster = is_cluster(redis)
+        self._channel = "" if self._cluster else keys.EVENTS
 
     async def load_scripts(self) -> None:
         """Registers the scripts now (SCRIPT LOAD) instead of on the first call: optional warm-up."""
@@ -300,12 +306,16 @@ class PortLedger:
         res = await self._call(
             "admit", outage_id, participant_id, conference_id, kind, 1 if downgrade else 0, int(ttl_ms),
             _dumps(participant_doc), display_name, rate.burst, repr(float(rate.per_s)), fingerprint,
-            int(idempotency_ttl_ms), ADMIT_RECLAIM_LIMIT, keys.EVENTS,
+            int(idempotency_ttl_ms), ADMIT_RECLAIM_LIMIT, self._channel,
             extra_keys=(keys.admission_key(outage_id, key),),
         )
         status = as_str(res[0])
         if status not in ("granted", "full", "ended", "no_conference", "rate_limited", "idempotency_mismatch"):
             raise LedgerError(f"admit answered {res!r}")
+        if self._cluster and as_str(res[6]):
+            await publish(self.redis, keys.EVENTS, _dumps({
+                "type": "participant_preempted", "outage": outage_id, "participant": as_str(res[6]),
+                "conference": as_str(res[7])}))
         return AdmitResult(
             status=cast(AdmitStatus, status),
             participant_id=as_str(res[9]),
@@ -345,10 +355,12 @@ class PortLedger:
     ) -> tuple[Literal["not_found", "released", "already"], str]:
         """Release, publishing ``event`` on keys.EVENTS when this call freed the port. (status, conference)."""
         _check_state(final_state)
-        res = await self._call("leave", outage_id, participant_id, final_state, keys.EVENTS, _dumps(event))
+        res = await self._call("leave", outage_id, participant_id, final_state, self._channel, _dumps(event))
         status = as_str(res[0])
         if status not in ("not_found", "released", "already"):
             raise LedgerError(f"leave answered {res!r}")
+        if self._cluster and status == "released":
+            await publish(self.redis, keys.EVENTS, _dumps(event))
         return cast(Literal["not_found", "released", "already"], status), as_str(res[1])
 
     async def reclaim_expired(self, outage_id: str, limit: int = SWEEP_BATCH) -> list[str]:

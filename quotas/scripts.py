@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from infra.redisconn import ReplicaWait, StoreClient
+from infra.redisconn import ReplicaWait, is_cluster
 from infra.text import as_str
 
 from .errors import LedgerError
@@ -97,8 +97,8 @@ class ScriptRunner:
         """EVALSHA ``name``. With ``wait`` (or the client's write concern for DURABLE_SCRIPTS), WAIT for
         replicas on the same connection, in the same round trip; NotReplicated when too few acknowledged."""
         script = SCRIPTS[name]
-        if wait is None and name in DURABLE_SCRIPTS and isinstance(self._client, StoreClient):
-            wait = self._client.replica_wait
+        if wait is None and name in DURABLE_SCRIPTS:
+            wait = getattr(self._client, "replica_wait", None)
         if not self._loaded:
             await self.load()
         run = self._evalsha if wait is None else self._evalsha_wait
@@ -112,12 +112,24 @@ class ScriptRunner:
         self, script: Script, keys: Sequence[str], args: Sequence[str | int], wait: ReplicaWait | None
     ) -> Any:
         """EVALSHA then WAIT in one non-transactional pipeline: one connection (WAIT counts the writes
-        of its own connection), one round trip."""
+        of its own connection), one round trip. On a Redis Cluster, WAIT goes to the primary of the
+        keys' slot (the pipeline sends a node's commands on one connection); if the slot moved
+        meanwhile (the script was redirected), the write is answered as not replicated."""
         assert wait is not None
+        node = None
+        wait_options: dict[str, Any] = {}
+        if is_cluster(self._client):
+            node = self._client.get_node_from_key(keys[0])  # type: ignore[attr-defined]
+            wait_options["target_nodes"] = node
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms)
+            # execute_command: a cluster pipeline refuses its evalsha() method (it routes by the keys all the same)
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", wait.replicas, wait.timeout_ms, **wait_options)
             result, acked = await pipe.execute(raise_on_error=False)
+        if node is not None and not isinstance(result, Exception):
+            now = self._client.get_node_from_key(keys[0])  # type: ignore[attr-defined]
+            if now is None or now.name != node.name:
+                raise NotReplicated(f"{script.name}: the slot moved to {getattr(now, 'name', None)} during the write")
         if isinstance(result, Exception):
             raise result
         if isinstance(acked, Exception):

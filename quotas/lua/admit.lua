@@ -2,6 +2,7 @@
 -- KEYS: the ledger keys, then KEYS[19] = this request's admission idempotency key (unused when ARGV[10] = '').
 -- ARGV pid, conference, kind, downgrade (1|0), ttl_ms, body_json, display_name, rate_burst, rate_per_s,
 --      idempotency fingerprint ('' = none), idempotency_ttl_ms, reclaim_limit, events channel
+--      ('' on a Redis Cluster: the caller publishes the preemption on the sharded channel)
 -- -> {status, kind, lease_expires_ms, capacity, in_use, downgraded, preempted_pid, preempted_conf,
 --     retry_after_ms, pid, reason}
 -- status: granted | full | ended | no_conference | rate_limited | idempotency_mismatch
@@ -125,8 +126,10 @@ local function preempt_and_grant(k, downgraded)
   redis.call('HINCRBY', K_OUTAGE, 'preempted', 1)
   audit('preempted', now, { 'participant', vpid, 'conference', vconf, 'kind', k, 'by', pid,
     'by_conference', conf })
-  redis.call('PUBLISH', channel, cjson.encode({ type = 'participant_preempted',
-    outage = string.match(K_OUTAGE, '{(.-)}'), participant = vpid, conference = vconf }))
+  if channel ~= '' then
+    redis.call('PUBLISH', channel, cjson.encode({ type = 'participant_preempted',
+      outage = string.match(K_OUTAGE, '{(.-)}'), participant = vpid, conference = vconf }))
+  end
   use[k] = use[k] - 1
   cuse[vconf .. ':' .. k] = held_by(vconf, k) - 1
   return grant(k, downgraded, vpid, vconf)
