@@ -119,6 +119,7 @@ class ScriptRunner:
         node = None
         wait_options: dict[str, Any] = {}
         if is_cluster(self._client):
+            await self._client.initialize()  # type: ignore[attr-defined]  # the topology (no-op once read)
             node = self._client.get_node_from_key(keys[0])  # type: ignore[attr-defined]
             wait_options["target_nodes"] = node
         async with self._client.pipeline(transaction=False) as pipe:
