@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from infra.redisconn import ReplicaWait, StoreMisconfigured, check_store, connect, is_cluster, parse_cluster_url
+from infra.redisconn import (
+    ReplicaWait,
+    StoreMisconfigured,
+    check_store,
+    connect,
+    is_cluster,
+    parse_cluster_url,
+)
 from media import events
 from quotas import keys
 
@@ -156,11 +163,8 @@ async def test_durability_strict_waits_on_the_slots_primary(cluster: ClusterSetu
         outage = await open_outage(client)
         conf = await new_conference(client, outage["id"])
         body = await join(client, conf, "Ann", "video")
-    port = cluster.primary_port_of(keys.participants(outage["id"]))
-    replica = next(n for n in cluster._nodes() if n["master"] != "-" and  # noqa: SLF001
-                   any(m["addr"].endswith(f":{port}") and m["id"] == n["master"] for m in cluster._nodes()))  # noqa: SLF001
-    host, rport = replica["addr"].rsplit(":", 1)
-    r = aioredis.Redis(host=host, port=int(rport), decode_responses=True)
+    (replica,) = cluster.replicas_of(keys.participants(outage["id"]))
+    r = aioredis.Redis(port=replica.port, decode_responses=True)
     try:
         await r.execute_command("READONLY")
         assert await r.hget(keys.participants(outage["id"]), body["id"]) is not None

@@ -91,7 +91,7 @@ class ClusterSetup:
         live = [p for s, p in zip(self.servers, self.ports, strict=True) if s.process and s.process.poll() is None]
         return SyncRedisCluster(host="127.0.0.1", port=live[0], socket_timeout=2, decode_responses=True)
 
-    def _nodes(self) -> list[dict[str, str]]:
+    def nodes(self) -> list[dict[str, str]]:
         """CLUSTER NODES as one live node sees it: id, addr, flags, slots (as text)."""
         for server in self.servers:
             if server.process is None or server.process.poll() is not None:
@@ -127,7 +127,7 @@ class ClusterSetup:
         return True
 
     def _serves_slots(self, port: int) -> bool:
-        return any(n["addr"].endswith(f":{port}") and "master" in n["flags"] and n["slots"] for n in self._nodes())
+        return any(n["addr"].endswith(f":{port}") and "master" in n["flags"] and n["slots"] for n in self.nodes())
 
     def primary_port_of(self, key: str) -> int:
         """The port of the primary that owns ``key``'s slot now."""
@@ -137,6 +137,14 @@ class ClusterSetup:
             return int(node.port)
         finally:
             client.close()
+
+    def replicas_of(self, key: str) -> list[RedisServer]:
+        """The replicas of the primary that owns ``key``'s slot now."""
+        port = self.primary_port_of(key)
+        nodes = self.nodes()
+        primary_id = next(n["id"] for n in nodes if n["addr"].endswith(f":{port}"))
+        ports = {int(n["addr"].rsplit(":", 1)[1]) for n in nodes if n["master"] == primary_id}
+        return [s for s in self.servers if s.port in ports]
 
     def kill_primary_of(self, key: str) -> int:
         """kill -9 of the primary owning ``key``'s slot; its port."""
@@ -171,7 +179,7 @@ class ClusterSetup:
 
     def flush(self) -> None:
         """FLUSHALL on every primary (between tests that share the cluster)."""
-        for n in self._nodes():
+        for n in self.nodes():
             if "master" in n["flags"] and "fail" not in n["flags"] and n["slots"]:
                 host, port = n["addr"].rsplit(":", 1)
                 redis.Redis(host=host, port=int(port), socket_timeout=2).flushall()
