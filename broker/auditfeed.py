@@ -229,7 +229,7 @@ class AuditHub:
             await asyncio.sleep(self.block_ms / 1000)
             return 0
         by_key = {keys.audit(o): o for o in self.following}
-        streams = {k: self.following[o] for k, o in by_key.items()}
+        streams: dict[Any, Any] = {k: self.following[o] for k, o in by_key.items()}
         if is_cluster(self.reader):
             reply = await self._read_per_slot(streams)
         else:
@@ -245,9 +245,9 @@ class AuditHub:
                 handed += 1
         return handed
 
-    async def _read_per_slot(self, streams: dict[str, str]) -> list[Any]:
+    async def _read_per_slot(self, streams: dict[Any, Any]) -> list[Any]:
         """A Redis Cluster's XREAD: one per slot, in one pipeline; a pause when nothing was new."""
-        by_slot: dict[int, dict[str, str]] = {}
+        by_slot: dict[int, dict[Any, Any]] = {}
         for key, last in streams.items():
             by_slot.setdefault(self.reader.keyslot(key), {})[key] = last  # type: ignore[attr-defined]
         async with self.reader.pipeline(transaction=False) as pipe:
