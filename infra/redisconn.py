@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
@@ -68,12 +68,45 @@ class StoreClient(aioredis.Redis):
 
 class StoreCluster(RedisCluster):
     """The same for a Redis Cluster. ``aclose`` takes (and ignores) ``close_connection_pool`` like a
-    plain client's, so that callers close either the same way."""
+    plain client's, so that callers close either the same way.
+
+    redis-py's cluster client retries a command (re-reading the topology, waiting 0.25 s after a
+    CLUSTERDOWN) with no time budget; ``budget_s`` bounds each command and each pipeline as a whole
+    (then a redis TimeoutError: 503, the request's 2 s bound kept during a failover). A command cut
+    short is treated like one that timed out: its connection is closed (redis-py does so on
+    cancellation) and an admission it may have made is found again by its Idempotency-Key."""
 
     replica_wait: ReplicaWait | None = None
+    budget_s: float | None = None
 
     async def aclose(self, *, close_connection_pool: bool | None = None) -> None:  # type: ignore[override]
         await super().aclose()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await within_budget(self.budget_s, super().execute_command(*args, **kwargs), args[0])
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # (raises, as redis-py's)
+        return BudgetClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class BudgetClusterPipeline(ClusterPipeline):
+    """A cluster pipeline whose ``execute`` keeps to its client's ``budget_s``."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        budget = getattr(self.cluster_client, "budget_s", None)
+        return await within_budget(budget, super().execute(raise_on_error, allow_redirections), "pipeline")  # type: ignore[no-any-return]
+
+
+async def within_budget(budget_s: float | None, call: Awaitable[T], what: object) -> T:
+    if budget_s is None:
+        return await call
+    try:
+        async with asyncio.timeout(budget_s):
+            return await call
+    except TimeoutError as exc:  # asyncio's (redis-py's own is a RedisError)
+        raise RedisTimeoutError(f"{what!s}: no answer from the cluster within {budget_s} s") from exc
 
 
 def is_cluster(client: object) -> bool:
@@ -241,6 +274,7 @@ def _connect(url: str, max_connections: int, policy: StorePolicy, options: dict[
             startup_nodes=[ClusterNode(host, port) for host, port in nodes], username=username, password=password,
             max_connections=max_connections, **conn_options,
         )
+        cluster.budget_s = policy.retry_budget_s + policy.command_timeout_s
         return cast(StoreClient, cluster)  # answers the same commands; callers keep one client type
     if url.startswith(f"{SENTINEL_SCHEME}://"):
         hosts, service, db, password = parse_sentinel_url(url)
