@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from quotas import keys
 
 from . import test_api_events, test_api_v1
 from .api_helpers import api_client, bearer, join, new_conference, open_outage
+from .support.brokers import AUTH as BROKER_AUTH
+from .support.brokers import BrokerProcess
 from .support.cluster import ClusterSetup
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -191,3 +195,23 @@ def test_every_script_keeps_its_keys_in_one_slot(tmp_path: Path) -> None:
     assert one_slot(keys.ledger_keys("o-0123456789ab") + (keys.admission_key("o-0123456789ab", "k"),))
     assert one_slot(keys.ticket_keys("SER-1"))
     assert one_slot([wh.DUE, wh.DEAD, wh.delivery("x"), wh.throttle("y")])
+
+
+def test_serve_with_its_media_node_on_the_cluster(cluster: ClusterSetup, tmp_path: Path) -> None:
+    """``backupplus serve --redis-url redis+cluster://…`` with its in-process media node: the start-up
+    checks pass on every primary, the node registers (pipeline over slots) and subscribes (sharded),
+    and /readyz counts it ready."""
+    broker = BrokerProcess(cluster.url, tmp_path / "serve.log", media=True).start(60)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            req = urllib.request.Request(broker.base_url + "/readyz", headers=BROKER_AUTH)
+            with urllib.request.urlopen(req, timeout=5) as r:
+                body = json.loads(r.read())
+            if body["media_nodes"]["ready"] == 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert body == {"status": "ready", "redis": "ok", "media_nodes": {"ready": 1, "draining": 0, "dead": 0}}
+        assert "subscription" not in broker.log()  # no "events subscription lost/not ready" warning
+    finally:
+        broker.stop()
