@@ -100,13 +100,19 @@ class BudgetClusterPipeline(ClusterPipeline):
 
 
 async def within_budget(budget_s: float | None, call: Awaitable[T], what: object) -> T:
-    if budget_s is None:
-        return await call
+    """``call`` (a cluster command or pipeline) within ``budget_s``, its failures as the store's."""
     try:
+        if budget_s is None:
+            return await call
         async with asyncio.timeout(budget_s):
             return await call
     except TimeoutError as exc:  # asyncio's (redis-py's own is a RedisError)
         raise RedisTimeoutError(f"{what!s}: no answer from the cluster within {budget_s} s") from exc
+    except AttributeError as exc:
+        # After a CLUSTERDOWN redis-py's cluster client closes every node's connections, also those
+        # other commands are using at that moment: they fail with an AttributeError on the closed
+        # connection (seen during failovers under load). It is a lost connection.
+        raise RedisConnectionError(f"{what!s}: connection closed under the command ({exc})") from exc
 
 
 def is_cluster(client: object) -> bool:
