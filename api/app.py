@@ -117,6 +117,10 @@ def create_app(
     app.on_shutdown.append(close_streams)
     for table in v1.ROUTES:
         app.add_routes(table)
+    if settings.ops_port is None:
+        app.add_routes(ops.ops_routes)
+    else:  # /healthz, /readyz, /metrics on a listener of their own, not this one
+        app.cleanup_ctx.append(ops.ops_listener_ctx)
     app.add_routes(ops.routes)
     if pages:
         from .pages import setup_pages

@@ -37,3 +37,5 @@ OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 # Liveness beyond the process itself (e.g. serve's own redis-server): None when fine, else why not.
 # Set by the composition root; /healthz fails while it answers a reason.
 HEALTH_CHECK: web.AppKey[Callable[[], str | None]] = web.AppKey("health_check")
+# On the ops listener's app (ops_port set): the broker app whose health and metrics it serves.
+OPS_OF: web.AppKey[web.Application] = web.AppKey("ops_of")

@@ -146,7 +146,8 @@ def _with_operator_token(settings: Settings, demo: bool) -> Settings:
 
 
 def _print_addresses(settings: Settings) -> None:
-    print(f"api: {settings.base_url}/v1 (OpenAPI at {settings.base_url}/openapi.json, metrics at /metrics)")
+    ops = f"http://{settings.ops_host}:{settings.ops_port}" if settings.ops_port is not None else settings.base_url
+    print(f"api: {settings.base_url}/v1 (OpenAPI at {settings.base_url}/openapi.json, metrics at {ops}/metrics)")
     print(f"console: {settings.base_url}/console")
 
 
