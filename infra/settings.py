@@ -11,7 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-
 MIN_OPERATOR_TOKEN_LEN = 32
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 

@@ -23,7 +23,16 @@ from cryptography.x509.oid import NameOID
 from infra.redisconn import connect
 from infra.redisproc import RedisServer, free_port
 
-from .api_helpers import AUTH, OPERATOR, api_client, contract_body, declare_body, join, new_conference, open_outage
+from .api_helpers import (
+    AUTH,
+    OPERATOR,
+    api_client,
+    contract_body,
+    declare_body,
+    join,
+    new_conference,
+    open_outage,
+)
 from .broker_process import running_broker
 
 
@@ -122,7 +131,7 @@ async def test_a_redis_with_a_password(tmp_path: Path, password: str) -> None:
 
 
 async def test_a_redis_over_tls_with_a_password(tls_redis: tuple[RedisServer, int, Pki], password: str) -> None:
-    server, tls_port, pki = tls_redis
+    _, tls_port, pki = tls_redis
     url = tls_url(password, tls_port, pki)
     client = connect(url, decode_responses=True)
     try:
