@@ -4,14 +4,17 @@ period, through the real app and the real CLI on a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from api.appkeys import KEYS
 from api.auth import sign_join_token, verify_join_token
+from infra.redisproc import PrivateRedis
 from quotas import keys, secret
 from quotas.secret import PURPOSES, KeyRing, derive_key
 
@@ -80,7 +83,7 @@ async def test_rotation_through_the_app_and_the_cli(redis: aioredis.Redis, redis
         done = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "backupplus.cli", "secrets", "rotate", "--redis-url", redis_url,
-             "--grace", "1.5", "--activation", "0"],
+             "--grace", "10", "--activation", "0"],
             capture_output=True, text=True, timeout=60,
         )
         assert done.returncode == 0, done.stderr
@@ -95,7 +98,30 @@ async def test_rotation_through_the_app_and_the_cli(redis: aioredis.Redis, redis
         assert new_link != old_link
         assert await _status_of_join(client, conf["id"], old_link) == 201
         assert await _status_of_join(client, conf["id"], new_link) == 201
-        await asyncio.sleep(1.6)  # past the grace period
+        old_until = ring.roots[1].until_ms
+        assert old_until is not None
+        seconds, micros = await redis.time()  # the ring's times are Redis's
+        assert old_until > seconds * 1000 + micros // 1000, "the checks above ran after the grace period"
+        await asyncio.sleep((old_until - seconds * 1000 - micros // 1000) / 1000 + 0.3)  # past the grace period
         assert await _status_of_join(client, conf["id"], old_link) == 401
         assert await _status_of_join(client, conf["id"], new_link) == 201
 
+
+
+def test_rotate_finds_the_private_redis_of_a_state_dir(tmp_path: Path) -> None:
+    """``--state-dir``: the port and password of serve's own redis-server come from its files."""
+    private = PrivateRedis(tmp_path / "state").start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
+        command = [sys.executable, "-m", "backupplus.cli", "secrets"]
+        rotated = subprocess.run([*command, "rotate", "--activation", "3600", "--state-dir", str(tmp_path / "state")], env=env,
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert rotated.returncode == 0, rotated.stderr
+        status = subprocess.run([*command, "status", "--state-dir", str(tmp_path / "state")], env=env,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert status.returncode == 0, status.stderr
+        assert "key k2: accepted" in status.stdout and "key k1: signs" in status.stdout  # k2 signs in an hour
+        password = (tmp_path / "state" / "redis.pass").read_text().strip()
+        assert password not in rotated.stdout + status.stdout
+    finally:
+        private.stop()
