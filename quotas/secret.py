@@ -136,6 +136,12 @@ async def load_keyring(redis: aioredis.Redis) -> KeyRing:
     return KeyRing.from_json(_text(raw))
 
 
+async def shared_secret(redis: aioredis.Redis) -> bytes:
+    """The root that signs now (the single secret of earlier versions). Kept for code written against
+    it; new code takes a key of its purpose: ``(await load_keyring(redis)).signing_key(purpose)``."""
+    return (await load_keyring(redis)).signing_root().root
+
+
 async def _redis_now_ms(redis: aioredis.Redis) -> int:
     seconds, micros = await redis.time()
     return int(seconds) * 1000 + int(micros) // 1000

@@ -125,3 +125,12 @@ def test_rotate_finds_the_private_redis_of_a_state_dir(tmp_path: Path) -> None:
         assert password not in rotated.stdout + status.stdout
     finally:
         private.stop()
+
+
+async def test_shared_secret_is_the_signing_root(redis: aioredis.Redis) -> None:
+    """Code written against the single secret of earlier versions keeps working (it gets the root that
+    signs now); every purpose's key stays distinct from it."""
+    root = await secret.shared_secret(redis)
+    ring = await secret.load_keyring(redis)
+    assert root == ring.signing_root().root
+    assert all(derive_key(root, p) != root for p in PURPOSES)
