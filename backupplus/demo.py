@@ -12,7 +12,7 @@ from broker.outages import Declaration
 from broker.service import Broker
 from infra.redisconn import connect
 from infra.settings import Settings
-from quotas.secret import shared_secret
+from quotas.secret import load_keyring
 
 DEMO_TICKET = {
     "priority": "urgent",
@@ -46,7 +46,7 @@ async def load_demo(settings: Settings) -> dict[str, str]:
                 outage["id"], "Comité de direction", priority=1, reserve={"audio": 2, "video": 4}
             )
             conference_id = created["id"]
-        token = sign_join_token(await shared_secret(client), conference_id)
+        token = sign_join_token((await load_keyring(client)).signing_key("join"), conference_id)
         return {"contract": contract.number, "outage": outage["id"], "join_url": f"{settings.base_url}/join/{token}"}
     finally:
         await client.aclose()

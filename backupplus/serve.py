@@ -44,6 +44,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         webhook_urls=tuple(args.webhook_url) if args.webhook_url else None,
         webhook_secret=args.webhook_secret,
         log_format=args.log_format,
+        internal_host=args.internal_host,
+        internal_port=args.internal_port,
+        internal_url=args.internal_url,
+        ops_host=args.ops_host,
+        ops_port=args.ops_port,
     )
 
 
@@ -126,18 +131,23 @@ def _supervise_private_redis(
 
 
 def _with_operator_token(settings: Settings, demo: bool) -> Settings:
-    """Makes an operator token for this run when none is configured, and prints it."""
-    if not settings.operator_tokens:
+    """Makes an operator token for this run when none is configured (nor any hash), and prints it.
+    ``--demo`` prints a working token too: always a generated one, added for this run, never a
+    configured one (those are secrets the terminal and its scrollback need not see)."""
+    if not settings.operator_tokens and not settings.operator_token_hashes:
         token = new_operator_token()
         print(f"operator token (this run only; set BACKUPPLUS_OPERATOR_TOKENS to choose): {token}")
         return settings.model_copy(update={"operator_tokens": frozenset({token})})
     if demo:
-        print(f"operator token: {min(settings.operator_tokens)}")
+        token = new_operator_token()
+        print(f"operator token (demo, this run only; the configured ones work too): {token}")
+        return settings.model_copy(update={"operator_tokens": settings.operator_tokens | {token}})
     return settings
 
 
 def _print_addresses(settings: Settings) -> None:
-    print(f"api: {settings.base_url}/v1 (OpenAPI at {settings.base_url}/openapi.json, metrics at /metrics)")
+    ops = f"http://{settings.ops_host}:{settings.ops_port}" if settings.ops_port is not None else settings.base_url
+    print(f"api: {settings.base_url}/v1 (OpenAPI at {settings.base_url}/openapi.json, metrics at {ops}/metrics)")
     print(f"console: {settings.base_url}/console")
 
 
