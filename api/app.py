@@ -30,7 +30,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     assert settings.redis_url, "create_app needs settings.redis_url (serve starts a private Redis first)"
     client = await _checked_store(settings)
     app[REDIS] = client
-    app[KEYS] = await KeyStore.load(client)
+    app[KEYS] = await KeyStore.load(client, seed=settings.root_secret())
     broker = Broker(client, settings)
     await broker.start()
     app[BROKER] = broker

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quotas.nodes import node_states
 
 from . import models, problems
-from .appkeys import HEALTH_CHECK, OPENAPI, OPS_OF, REDIS, SETTINGS, TELEMETRY
+from .appkeys import HEALTH_CHECK, KEYS, OPENAPI, OPS_OF, REDIS, SETTINGS, TELEMETRY
 from .auth import bearer_token
 from .middleware import add_request_id_header, problem_middleware
 from .openapi import Content, doc
@@ -50,7 +50,7 @@ async def healthz(request: web.Request) -> web.Response:
     "Readiness: Redis answers and a media node is ready",
     auth="none",
     responses={200: models.Readiness},
-    errors=[problems.STORE_UNAVAILABLE, problems.NO_MEDIA_NODE],
+    errors=[problems.STORE_UNAVAILABLE, problems.NO_MEDIA_NODE, problems.KEY_RING_MISMATCH],
 )
 async def readyz(request: web.Request) -> web.Response:
     try:
@@ -60,6 +60,9 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means not ready
         log.warning("readyz: Redis is unreachable: %s: %s", type(exc).__name__, exc)
         raise Problem(problems.STORE_UNAVAILABLE, "Redis is unreachable") from None
+    keystore = _broker_app(request).get(KEYS)
+    if keystore is not None and keystore.problem is not None:
+        raise Problem(problems.KEY_RING_MISMATCH, keystore.problem)
     if nodes["ready"] == 0:
         raise Problem(problems.NO_MEDIA_NODE, "Redis is reachable but no media node is ready", media_nodes=nodes)
     return web.json_response({"status": "ready", "redis": "ok", "media_nodes": nodes})

@@ -24,6 +24,11 @@ class Settings(BaseModel):
     port: int = 8080
     public_url: str | None = Field(None, description="Base URL in join links; default http://host:port")
     state_dir: Path = Path(".state")
+    # The deployment's root secret (every key is derived from it): given to every broker and media node
+    # (BACKUPPLUS_SECRET, or a 0600 file: BACKUPPLUS_SECRET_FILE). Unset: serve with its private Redis
+    # keeps one in its state directory; with a shared Redis a root is minted only into an empty store.
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
     operator_tokens: frozenset[str] = frozenset()
     hotline_phone: str = "+33 4 42 90 16 00"
     # Capacity per outage (contract clause 3-5).
@@ -194,6 +199,33 @@ class Settings(BaseModel):
     def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < MIN_OPERATOR_TOKEN_LEN:
             raise ValueError(f"the metrics token must be at least {MIN_OPERATOR_TOKEN_LEN} characters")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_OPERATOR_TOKEN_LEN:
+            raise ValueError(f"the root secret must be at least {MIN_OPERATOR_TOKEN_LEN} characters "
+                             "(python3 -c 'import secrets; print(secrets.token_hex(32))')")
+        return value
+
+    def root_secret(self) -> bytes | None:
+        """The configured root secret (``secret``, else the contents of ``secret_file``), or None.
+        A file readable by others, unreadable or too short raises ValueError with what to do."""
+        if self.secret is not None:
+            return self.secret.get_secret_value().encode()
+        if self.secret_file is None:
+            return None
+        path = self.secret_file
+        try:
+            mode = path.stat().st_mode
+            value = path.read_text().strip().encode()
+        except OSError as exc:
+            raise ValueError(f"cannot read the root secret file {path}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise ValueError(f"the root secret file {path} is readable by others: chmod 600 {path}")
+        if len(value) < MIN_OPERATOR_TOKEN_LEN:
+            raise ValueError(f"the root secret in {path} is shorter than {MIN_OPERATOR_TOKEN_LEN} characters")
         return value
 
     @property

@@ -68,7 +68,7 @@ class MediaNode:
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self, redis: Any) -> MediaNode:
         self.redis = redis
-        self.keys = await KeyStore.load(redis)
+        self.keys = await KeyStore.load(redis, seed=self.settings.root_secret())
         self.ledger = PortLedger(redis)
         await self._publish()
         self._tasks = [

@@ -78,7 +78,7 @@ class MediaRouter:
         if local is not None and node.node_id == local.node_id:
             return await local.handle_offer(participant, sdp, sdp_type)
         if self._keys is None:
-            self._keys = await KeyStore.load(self.redis)
+            self._keys = await KeyStore.load(self.redis, seed=self.settings.root_secret())
         ring = await self._keys.fresh()
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OFFER_TIMEOUT_S))
