@@ -90,6 +90,8 @@ async def _serve(settings: Settings, demo: bool) -> int:
             info = await load_demo(settings)
             print(f"demo: contract {info['contract']}, outage {info['outage']}")
             print(f"join link: {info['join_url']}")
+            if info["other_join_url"]:
+                print(f"a less important conference (priority 5), preempted first: {info['other_join_url']}")
         sys.stdout.flush()
         await stop.wait()
         await _drain_media(app, settings.drain_timeout_s)
