@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from infra.redisproc import RedisServer, free_port
 
-TOKEN = "bench-operator"
+TOKEN = "bench-operator-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 BARE_SERVER = r"""
