@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from infra.redisconn import (
     ReplicaWait,
     StoreMisconfigured,
+    StorePolicy,
     check_store,
     connect,
     is_cluster,
@@ -72,9 +73,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
 
 @pytest.fixture
 async def store(cluster: ClusterSetup) -> AsyncIterator[aioredis.Redis]:
-    """The broker's kind of client on the cluster, on an emptied cluster."""
+    """The broker's kind of client on the cluster (the test's own: patient timeouts), on an emptied cluster."""
     await asyncio.to_thread(cluster.flush)
-    client = connect(cluster.url, decode_responses=True)
+    client = connect(cluster.url, decode_responses=True, policy=StorePolicy(
+        command_timeout_s=2, connect_timeout_s=2, retry_budget_s=6))
     await client.initialize()  # type: ignore[attr-defined]
     try:
         yield client
