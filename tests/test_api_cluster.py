@@ -217,3 +217,13 @@ def test_serve_with_its_media_node_on_the_cluster(cluster: ClusterSetup, tmp_pat
         assert "subscription" not in broker.log()  # no "events subscription lost/not ready" warning
     finally:
         broker.stop()
+
+
+async def test_the_key_ring_rotates_on_the_cluster(cluster: ClusterSetup, store: aioredis.Redis) -> None:
+    """``backupplus secrets rotate``'s WATCH/MULTI (one key) and the processes' reload on the cluster."""
+    from quotas.secret import KeyStore, rotate
+
+    held = await KeyStore.load(store, refresh_s=0)
+    rotated = await rotate(store, grace_s=60, activation_s=0)
+    assert len(rotated.roots) == 2
+    assert [r.id for r in (await held.reload()).roots] == [r.id for r in rotated.roots] and held.problem is None
