@@ -26,7 +26,9 @@ def _serve_parser(sub: argparse._SubParsersAction, settings: Settings) -> None: 
     p = sub.add_parser("serve", help="run the broker API, pages, /metrics and an in-process media node")
     p.add_argument("--host", default=None)
     p.add_argument("--port", type=int, default=None)
-    p.add_argument("--redis-url", default=None, help="shared Redis (default: start a private redis-server)")
+    p.add_argument("--redis-url", default=None, help=(
+        "shared Redis: redis://[:password@]host:port/db, redis+sentinel://host:port[,…]/service or "
+        "redis+cluster://host:port[,…]/ (default: start a private redis-server)"))
     p.add_argument("--public-url", default=None, help="base URL used in join links")
     p.add_argument("--state-dir", default=None, help="where the private Redis keeps its data (default .state)")
     p.add_argument("--demo", action="store_true", help="load a demo contract, outage and conference")

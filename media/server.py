@@ -28,7 +28,8 @@ log = logging.getLogger("backupplus.media.server")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="backupplus media", description="Run a standalone media node.")
-    p.add_argument("--redis-url", default=os.environ.get("BACKUPPLUS_REDIS_URL"))
+    p.add_argument("--redis-url", default=os.environ.get("BACKUPPLUS_REDIS_URL"),
+                   help="the brokers' Redis: redis://, redis+sentinel:// or redis+cluster:// (infra/redisconn.py)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--capacity", type=int, default=None, help="ports this node takes (default 36)")
