@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -16,60 +12,15 @@ from broker.ids import new_conference_id, new_outage_id, new_participant_id
 from quotas import keys
 from quotas.ledger import PortLedger, RateLimit
 
+from .support.cluster import ClusterSetup
+
 pytestmark = pytest.mark.slow
-
-
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free and valid too."""
-    import random
-    import socket
-
-    while True:
-        port = random.randrange(20000, 50000)
-        try:
-            for p in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
 
 
 @pytest.fixture(scope="module")
 def cluster_ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[int]]:
-    if shutil.which("redis-cli") is None:
-        pytest.fail("redis-cli is missing (Debian package redis-tools, installed with redis-server)")
-    ports = [_cluster_port() for _ in range(3)]
-    procs = []
-    for port in ports:
-        d: Path = tmp_path_factory.mktemp(f"cluster{port}")
-        procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-             "--cluster-config-file", str(d / "nodes.conf"), "--dir", str(d), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
-    try:
-        deadline = time.monotonic() + 30
-        for port in ports:
-            while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True,
-                                 check=False).stdout.strip() != "PONG":
-                assert time.monotonic() < deadline, "cluster nodes did not start"
-                time.sleep(0.05)
-        created = subprocess.run(
-            ["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0",
-             "--cluster-yes"], capture_output=True, text=True, timeout=60, check=False,
-        )
-        assert created.returncode == 0, created.stdout + created.stderr
-        while "cluster_state:ok" not in subprocess.run(["redis-cli", "-p", str(ports[0]), "cluster", "info"],
-                                                       capture_output=True, text=True, check=False).stdout:
-            assert time.monotonic() < deadline + 20, "cluster did not become ok"
-            time.sleep(0.1)
-        yield ports
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
+    with ClusterSetup(tmp_path_factory.mktemp("cluster"), primaries=3, replicas_each=0) as setup:
+        yield setup.ports
 
 
 @pytest.fixture

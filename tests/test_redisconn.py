@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from infra.redisconn import (
     ReplicaWait,
@@ -21,6 +22,7 @@ from infra.redisconn import (
     check_store,
     connect,
     parse_sentinel_url,
+    within_budget,
 )
 from infra.redisproc import RedisServer, free_port
 from quotas import keys
@@ -195,3 +197,28 @@ async def test_strict_durability_refuses_a_primary_without_replicas(redis_server
     await client.aclose(close_connection_pool=True)
     await check_store(plain := connect(redis_server.url))  # noeviction, no write concern: fine
     await plain.aclose(close_connection_pool=True)
+
+
+async def test_a_cluster_call_keeps_to_its_budget() -> None:
+    """``within_budget`` (every command and pipeline of a ``redis+cluster://`` client): past the budget
+    a redis TimeoutError (answered 503), a connection redis-py closed under the call a ConnectionError,
+    an answer in time passes through."""
+
+    async def slow() -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    async def torn() -> str:
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+    async def quick() -> str:
+        return "ok"
+
+    t0 = time.monotonic()
+    with pytest.raises(RedisTimeoutError, match="within 0.2 s"):
+        await within_budget(0.2, slow(), "EVALSHA")
+    assert time.monotonic() - t0 < 1
+    with pytest.raises(RedisConnectionError, match="connection closed under the command"):
+        await within_budget(0.2, torn(), "EVALSHA")
+    assert await within_budget(0.2, quick(), "GET") == "ok"
+    assert await within_budget(None, quick(), "GET") == "ok"
