@@ -35,7 +35,7 @@ from ..support.workload import Answer, Target, admit, leave, seed
 
 pytestmark = pytest.mark.slow
 
-NODE_TIMEOUT_MS = 2000
+NODE_TIMEOUT_MS = int(os.environ.get("CHAOS_CLUSTER_NODE_TIMEOUT_MS", "2000"))  # cluster-node-timeout
 RENEW_EVERY_S = 1.0
 MEDIA_LEASE_MS = 8000
 
