@@ -30,7 +30,7 @@ from infra.redisconn import (
 from media import events
 from quotas import keys
 
-from . import test_api_events, test_api_v1
+from . import test_api_events, test_api_v1, test_webhooks
 from .api_helpers import api_client, bearer, join, new_conference, open_outage
 from .support.brokers import AUTH as BROKER_AUTH
 from .support.brokers import BrokerProcess
@@ -62,6 +62,17 @@ API_FLOWS: list[tuple[Any, str]] = [
     (test_api_events, "test_resume_with_last_event_id_gets_exactly_the_missed_events"),
     (test_api_events, "test_one_outage_stream_resumes_from_a_stream_id"),
     (test_api_events, "test_stream_tickets_open_the_feed_and_nothing_else"),
+]
+
+
+# The webhook tests' receivers (aiohttp servers on loopback), for the webhook queue's tests below.
+receivers = test_webhooks.receivers
+WEBHOOK_FLOWS = [
+    "test_events_reach_every_endpoint_once_signed",
+    "test_a_receiver_down_for_a_while_gets_every_event_once",
+    "test_undeliverable_events_end_in_the_dead_letter_list",
+    "test_many_workers_never_deliver_one_event_twice",
+    "test_a_dead_workers_lease_runs_out_and_another_delivers",
 ]
 
 
@@ -99,6 +110,13 @@ async def test_api_flow_on_the_cluster(module: Any, name: str, cluster: ClusterS
     flow: Callable[..., Awaitable[None]] = getattr(module, name)
     params = inspect.signature(flow).parameters
     await flow(cluster.url, *([store] if "redis" in params else []))
+
+
+@pytest.mark.parametrize("name", WEBHOOK_FLOWS)
+async def test_webhook_queue_on_the_cluster(name: str, cluster: ClusterSetup, store: aioredis.Redis,
+                                            receivers: Any) -> None:
+    """The webhook queue's scripts ({wh}: queue, deliveries, dead letters in one slot) and workers."""
+    await getattr(test_webhooks, name)(cluster.url, store, receivers)
 
 
 async def test_outages_land_on_several_primaries_and_the_feed_follows_them_all(
