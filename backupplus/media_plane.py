@@ -19,7 +19,6 @@ from media.internal import add_internal_routes
 from media.node import MediaNode
 from media.routing import MediaRouter
 
-
 # The node's refusals of the offer itself (its own check, or aiortc failing on what passed ours).
 SDP_REFUSALS = {"invalid_sdp", "bad_offer"}
 _REASON = re.compile(r"^[a-z_]{1,40}$")
