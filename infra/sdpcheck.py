@@ -18,7 +18,7 @@ MAX_BYTES = 32 * 1024  # a browser's gathered audio+video offer is 4-10 KB
 MAX_LINE = 1024  # the longest real lines (sha-512 fingerprints, ssrc lines) are ~220 characters
 MAX_LINES = 1000
 MAX_ATTRIBUTES = 250  # per section: a recent Chrome's video section has ~130 (every codec, rtx, fec)
-MAX_CANDIDATES = 32  # per section
+MAX_CANDIDATES = 64  # per section: Firefox offers RTCP (component 2) candidates too, per interface
 MAX_FORMATS = 64  # payload types on one m= line
 KINDS = ("audio", "video")
 TRANSPORT = "UDP/TLS/RTP/SAVPF"
@@ -35,7 +35,7 @@ _PRINTABLE = re.compile(r"[^\x20-\x7e\r\n\t]")
 _ICE_CHARS = re.compile(r"^[A-Za-z0-9+/]+$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _FINGERPRINT = re.compile(r"^([0-9A-Fa-f]{2})(:[0-9A-Fa-f]{2})*$")
-_M_LINE = re.compile(r"^m=([a-z]+) ([0-9]{1,5}) (\S+) ([0-9 ]+)$")
+_M_LINE = re.compile(r"^m=([a-z]+) ([0-9]{1,5}) (\S+) (\S.*)$")
 _CONNECTION = re.compile(r"^IN IP[46] [0-9A-Za-z.:%-]{1,253}$")
 _HOST = re.compile(r"^[0-9A-Za-z.:%-]{1,253}$")
 _CANDIDATE_TYPES = {"host", "srflx", "prflx", "relay"}
