@@ -82,7 +82,10 @@ def corpus(valid: str) -> dict[str, tuple[str, str]]:
         "truncated: mid-fingerprint": (cut_fingerprint, "bad_fingerprint"),
         "truncated: mid-line": (valid[: valid.index("m=audio") + 9], "bad_media_line"),
         "no m-line": (_join(session), "no_media"),
-        "500 m-lines": (_join(session + audio * 500), "too_large"),
+        "500 m-lines (1 MB)": (_join(session + audio * 500), "too_large"),
+        "520 small m-lines": (_join(session + [x for i in range(520) for x in (f"m=audio 9 {'UDP/TLS/RTP/SAVPF'} 0",
+                                                                                   f"a=mid:{i}")]),
+                              "too_many_lines"),
         "three m-lines, small": (_join(session + audio + video + audio), "too_many_sections"),
         "two audio sections": (_join(session + audio + audio), "too_many_sections"),
         "datachannel section": (
