@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import pytest
@@ -60,7 +60,7 @@ class Broker:
         self.runner = web.AppRunner(self.app)
         self.http: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> Broker:
+    async def __aenter__(self) -> Self:
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
         self.http = aiohttp.ClientSession(f"http://127.0.0.1:{self.port}")
