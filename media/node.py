@@ -86,7 +86,8 @@ class MediaNode:
             await asyncio.wait_for(self._events_ready.wait(), 5)
         except TimeoutError:  # pragma: no cover - Redis very slow; the loop keeps trying
             log.warning("media node %s: events subscription not ready yet", self.node_id)
-        log.info("media node %s up at %s (capacity %d)", self.node_id, self.url, self.capacity)
+        log.info("media node %s up at %s (capacity %d, remote ICE candidates: %s)", self.node_id, self.url,
+                 self.capacity, self.settings.media_remote_candidates)
         return self
 
     @property
