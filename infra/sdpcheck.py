@@ -30,8 +30,10 @@ HASH_BYTES = {"sha-1": 20, "sha-224": 28, "sha-256": 32, "sha-384": 48, "sha-512
 AUDIO_CODECS = {"opus/48000", "pcmu/8000", "pcma/8000"}
 VIDEO_CODECS = {"vp8/90000"}
 LINE_TYPES = set("vosiuepcbtrzkam")
+# fmtp parameters an SDP parser reads as integers (aiortc's list)
+FMTP_INT_PARAMETERS = {"apt", "max-fr", "max-fs", "maxplaybackrate", "minptime", "stereo", "useinbandfec"}
 
-_PRINTABLE = re.compile(r"[^\x20-\x7e\r\n\t]")
+_PRINTABLE = re.compile(r"[^\x20-\x7e\r\n]")  # no tab either: parsers split on it, we do not
 _ICE_CHARS = re.compile(r"^[A-Za-z0-9+/]+$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 _FINGERPRINT = re.compile(r"^([0-9A-Fa-f]{2})(:[0-9A-Fa-f]{2})*$")
@@ -149,6 +151,10 @@ def _check_rtp_attribute(name: str, value: str, section: _Section, n: int) -> No
         if not sep or not params:
             raise InvalidSdp("bad_fmtp", n)
         section.fmtp.append((_int(pt_text, 0, 127, "bad_fmtp", n), n))
+        for param in params.split(";"):
+            key, sep, val = param.partition("=")
+            if sep and key.strip() in FMTP_INT_PARAMETERS:
+                _int(val, 0, 10_000_000, "bad_fmtp", n)
     elif name == "rtcp-fb":
         bits = value.split(" ")
         if len(bits) < 2 or (bits[0] != "*" and not bits[0].isdigit()):
@@ -171,9 +177,9 @@ def _check_rtp_attribute(name: str, value: str, section: _Section, n: int) -> No
         for ssrc in bits[1:]:
             _int(ssrc, 0, 2**32 - 1, "bad_ssrc", n)
     elif name == "rtcp":
-        port, _, addr = value.partition(" ")
+        port, sep, addr = value.partition(" ")
         _int(port, 0, 65535, "bad_rtcp", n)
-        if addr and not _CONNECTION.match(addr):
+        if sep and not _CONNECTION.match(addr):
             raise InvalidSdp("bad_rtcp", n)
     elif name == "mid":
         if not 1 <= len(value) <= 32 or not _TOKEN.match(value):

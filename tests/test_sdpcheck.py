@@ -106,7 +106,7 @@ def mutated(draw: st.DrawFn) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_what_passes_aiortc_parses_mutated_offers(sdp: str) -> None:
     _parses(sdp)
