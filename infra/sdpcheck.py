@@ -91,6 +91,11 @@ _ONCE = {"ice-ufrag", "ice-pwd", "setup", "mid", "rtcp-mux", "rtcp-rsize", "msid
          "ice-lite", "ice-options", "sendrecv", "sendonly", "recvonly", "inactive", "rtcp"}
 
 
+# attributes whose value an SDP parser reads: without one ("a=group") aiortc fails on None
+_VALUED = {"candidate", "extmap", "fingerprint", "fmtp", "group", "ice-options", "ice-pwd", "ice-ufrag",
+           "mid", "msid", "msid-semantic", "rtcp", "rtcp-fb", "rtpmap", "setup", "ssrc", "ssrc-group"}
+
+
 def _int(text: str, low: int, high: int, reason: str, n: int) -> int:
     if not text.isdigit() or len(text) > 10:
         raise InvalidSdp(reason, n)
@@ -114,7 +119,7 @@ def _check_fingerprint(value: str, scope: _Scope, n: int) -> None:
 
 def _check_candidate(value: str, n: int) -> None:
     bits = value.split(" ")
-    if len(bits) < 8 or len(bits) > 24 or bits[6] != "typ":
+    if len(bits) < 8 or len(bits) > 24 or not all(bits) or bits[6] != "typ":
         raise InvalidSdp("bad_candidate", n)
     foundation, component, transport, priority, host, port, _, typ = bits[:8]
     if not 1 <= len(foundation) <= 32 or not _ICE_CHARS.match(foundation):
@@ -157,12 +162,12 @@ def _check_rtp_attribute(name: str, value: str, section: _Section, n: int) -> No
                 _int(val, 0, 10_000_000, "bad_fmtp", n)
     elif name == "rtcp-fb":
         bits = value.split(" ")
-        if len(bits) < 2 or (bits[0] != "*" and not bits[0].isdigit()):
+        if len(bits) < 2 or not all(bits) or (bits[0] != "*" and not bits[0].isdigit()):
             raise InvalidSdp("bad_rtcp_fb", n)
     elif name == "extmap":
         bits = value.split(" ")
         ident = bits[0].split("/")
-        if len(bits) != 2 or len(ident) > 2:
+        if len(bits) != 2 or not all(bits) or len(ident) > 2:
             raise InvalidSdp("bad_extmap", n)
         _int(ident[0], 1, 255, "bad_extmap", n)
     elif name == "ssrc":
@@ -173,7 +178,7 @@ def _check_rtp_attribute(name: str, value: str, section: _Section, n: int) -> No
     elif name == "ssrc-group":
         bits = value.split(" ")
         if len(bits) < 2 or not _TOKEN.match(bits[0]):
-            raise InvalidSdp("bad_ssrc", n)
+            raise InvalidSdp("bad_ssrc", n)  # (each ssrc below is checked as a number: none empty)
         for ssrc in bits[1:]:
             _int(ssrc, 0, 2**32 - 1, "bad_ssrc", n)
     elif name == "rtcp":
@@ -272,6 +277,8 @@ def check_offer(sdp: str) -> OfferSummary:
             section.attributes += 1
             if section.attributes > MAX_ATTRIBUTES:
                 raise InvalidSdp("too_many_attributes", n)
+        if name in _VALUED and not sep:
+            raise InvalidSdp("bad_attribute", n)
         if name in _ONCE:
             if name in scope.seen_once:
                 raise InvalidSdp("duplicate_line", n)

@@ -145,6 +145,12 @@ def corpus(valid: str) -> dict[str, tuple[str, str]]:
                                    "bad_candidate"),
         "connection line: junk": (_replace(valid, r"^c=IN IP4 .*$", "c=junk", count=1), "bad_connection"),
         "bundle names an unknown mid": (_replace(valid, r"^a=group:BUNDLE .*$", "a=group:BUNDLE 0 1 7"), "bad_group"),
+        "group without its value": (_replace(valid, r"^a=group:BUNDLE .*$", "a=group"), "bad_attribute"),
+        "extmap with an empty uri": (_with_attribute(valid, "a=extmap:5 "), "bad_extmap"),
+        "rtcp with an empty address": (
+            _with_attribute(_join([x for x in _lines(valid) if not x.startswith("a=rtcp:")]), "a=rtcp:9 "), "bad_rtcp"
+        ),
+        "fmtp apt not a number": (_with_attribute(valid, "a=fmtp:111 apt=x"), "bad_fmtp"),
         "NUL bytes": (valid.replace("s=-", "s=\x00\x00"), "bad_characters"),
         "binary junk": (bytes(rng.randrange(256) for _ in range(3000)).decode("latin-1"), "bad_characters"),
         "binary after v=0": ("v=0\r\n" + bytes(rng.randrange(256) for _ in range(500)).decode("latin-1"),
