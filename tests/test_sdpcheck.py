@@ -106,6 +106,26 @@ def mutated(draw: st.DrawFn) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+_FIELD_CHARS = st.sampled_from(list("0123456789 :/;=-.abcxyzAF") + ["  ", "IN IP4 ", "typ ", "sha-256 "])
+
+
+@st.composite
+def revalued(draw: st.DrawFn) -> str:
+    """A browser's offer with the values of a few lines replaced by SDP-looking junk."""
+    lines = list(_LINES)
+    for _ in range(draw(st.integers(1, 3))):
+        i = draw(st.integers(1, len(lines) - 1))
+        head = lines[i].split(":", 1)[0] + ":" if ":" in lines[i] else lines[i][:2]
+        lines[i] = head + "".join(draw(st.lists(_FIELD_CHARS, max_size=12)))
+    return "\r\n".join(lines) + "\r\n"
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(revalued())
+def test_what_passes_aiortc_parses_offers_with_junk_values(sdp: str) -> None:
+    _parses(sdp)
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_what_passes_aiortc_parses_mutated_offers(sdp: str) -> None:
