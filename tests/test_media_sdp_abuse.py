@@ -28,7 +28,7 @@ from tests.api_helpers import AUTH, OPERATOR, contract_body, declare_body
 from tests.support.media_clients import Client, ToneTrack
 from tests.support.sdp_corpus import corpus
 
-pytestmark = [pytest.mark.media, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.media, pytest.mark.timeout(180)]
 
 CHROME = (Path(__file__).parent / "support" / "offers" / "chrome.sdp").read_bytes().decode()
 CORPUS = corpus(CHROME)
