@@ -105,7 +105,8 @@ class ParticipantCreate(_In):
 
 class SessionDescription(_In):
     type: Literal["offer"]
-    sdp: str = Field(min_length=10, max_length=60_000)
+    # its content and size are checked by infra.sdpcheck (422 invalid_sdp), not here
+    sdp: str = Field(description="The offer's SDP (at most 32 KiB, see infra/sdpcheck.py)")
 
 
 # --- responses -----------------------------------------------------------------------------------

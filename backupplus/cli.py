@@ -33,6 +33,9 @@ def _serve_parser(sub: argparse._SubParsersAction, settings: Settings) -> None: 
     p.add_argument("--state-dir", default=None, help="where the private Redis keeps its data (default .state)")
     p.add_argument("--demo", action="store_true", help="load a demo contract, outage and conference")
     p.add_argument("--no-media", action="store_true", help="no in-process media node")
+    p.add_argument("--remote-candidates", choices=["public", "private", "loopback"], default=None,
+                   help="remote ICE candidates the media node checks: public (default; --demo: loopback), "
+                        "private (also RFC 1918, CGNAT, ULA), loopback (also 127/8: one machine)")
     p.add_argument("--durability", choices=["standard", "strict"], default=None,
                    help="strict: declares and admissions wait for a replica (WAIT), the private Redis fsyncs "
                         "each write (default $BACKUPPLUS_DURABILITY or standard)")

@@ -3,6 +3,7 @@ and (unless ``--no-media``) a media node in the same process."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,13 +11,17 @@ from typing import Any
 from aiohttp import web
 
 from api.appkeys import MEDIA_GATEWAY, REDIS, SETTINGS
-from broker.errors import MediaNodeFailed
+from broker.errors import InvalidSdp, MediaNodeFailed
 from broker.errors import NoMediaNode as BrokerNoMediaNode
 from media import srtp
 from media.errors import MediaNodeError, NoMediaNode
 from media.internal import internal_app
 from media.node import MediaNode
 from media.routing import MediaRouter
+
+# The node's refusals of the offer itself (its own check, or aiortc failing on what passed ours).
+SDP_REFUSALS = {"invalid_sdp", "bad_offer"}
+_REASON = re.compile(r"^[a-z_]{1,40}$")
 
 
 class RouterGateway:
@@ -31,6 +36,9 @@ class RouterGateway:
         except NoMediaNode as exc:
             raise BrokerNoMediaNode(str(exc) or None, retry_after=5) from None
         except MediaNodeError as exc:
+            if exc.code in SDP_REFUSALS:  # the offer, not the node, is at fault: 422, never 502
+                reason = exc.detail if exc.code == "invalid_sdp" and _REASON.match(exc.detail) else "unparsable"
+                raise InvalidSdp(reason=reason) from None
             raise MediaNodeFailed(str(exc) or None, media_code=exc.code) from None
 
 

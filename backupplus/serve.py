@@ -43,6 +43,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         public_url=args.public_url,
         state_dir=Path(args.state_dir) if args.state_dir else None,
         media=False if args.no_media else None,
+        media_remote_candidates=args.remote_candidates,
         loop=args.loop,
         durability=args.durability,
         webhook_urls=tuple(args.webhook_url) if args.webhook_url else None,
@@ -58,6 +59,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if args.demo and "media_remote_candidates" not in settings.model_fields_set:
+        # the demo's browsers run on this machine or its LAN: their candidates are local addresses
+        settings = settings.model_copy(update={"media_remote_candidates": "loopback"})
     try:
         return eventloop.run(_serve(settings, args.demo), settings.loop)
     except (OSError, ValueError, StoreMisconfigured, StateDirLocked, RedisServerError, KeyRingError) as exc:

@@ -57,6 +57,7 @@ def _start_server(token: str, state_dir: Path) -> tuple[subprocess.Popen[bytes],
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
     env["BACKUPPLUS_OPERATOR_TOKENS"] = token
+    env["BACKUPPLUS_MEDIA_REMOTE_CANDIDATES"] = "loopback"  # the browsers are on this machine
     log = (state_dir / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "backupplus.cli", "serve", "--port", str(port), "--state-dir", str(state_dir)],

@@ -1,4 +1,5 @@
-"""The benchmark's media node: the production ``MediaNode`` with the switches only the benchmark needs,
+"""The benchmark's media node: the production ``MediaNode`` and ``Room`` with the switches only the
+benchmark needs (none of them is a parameter of the production constructors),
 and the node process of ``media_outage.py`` (its stats endpoint, event-loop lag probe, profiler).
 
 - ``video_mode``: ``shared`` (production: the grid encoded once for every receiver) or
@@ -29,6 +30,7 @@ from aiortc import RTCRtpSender
 from infra.settings import Settings
 from media import aiortc_compat, peer, srtp
 from media.grid_encoder import VIDEO_TIME_BASE
+from media.inbound import VideoDecoders
 from media.internal import add_internal_routes
 from media.node import MediaNode
 from media.peer import Session
@@ -58,8 +60,22 @@ class PerReceiverVideo(VideoPipeline):
                 m.video_out.push(frame, fresh)
 
 
-class PerReceiverRoom(Room):
-    video_pipeline = PerReceiverVideo
+class BenchRoom(Room):
+    """The production ``Room`` with the benchmark's switches: latency probes (``stats``), its decoder
+    threads, and the per-receiver video mode."""
+
+    def __init__(
+        self, conference_id: str, *, fps: float, stats: LatencyStats, decode_threads: int, video_mode: str
+    ) -> None:
+        self.stats, self.decode_threads, self.video_mode = stats, decode_threads, video_mode
+        super().__init__(conference_id, fps=fps)
+
+    def _new_video(self, fps: float) -> VideoPipeline:
+        pipeline = PerReceiverVideo if self.video_mode == "per_receiver" else VideoPipeline
+        return pipeline(self.members, fps=fps, name=f"{self.prefix}-compose", stats=self.stats)
+
+    def _new_decoders(self) -> VideoDecoders:
+        return VideoDecoders(self.prefix, threads=self.decode_threads, stats=self.stats)
 
 
 class BenchNode(MediaNode):
@@ -84,8 +100,9 @@ class BenchNode(MediaNode):
         self.stats = LatencyStats()
 
     def _new_room(self, conference: str) -> Room:
-        room = Room if self.video_mode == "shared" else PerReceiverRoom
-        return room(conference, fps=self.fps, stats=self.stats, decode_threads=self.decode_threads)
+        return BenchRoom(
+            conference, fps=self.fps, stats=self.stats, decode_threads=self.decode_threads, video_mode=self.video_mode
+        )
 
     def _audio_sender(self, session: Session, sender: RTCRtpSender, track: AudioOutTrack) -> None:
         if self.rtp_send == "direct":
@@ -236,7 +253,7 @@ async def node_child(args: argparse.Namespace) -> None:
         srtp.install()
     redis = aioredis.Redis.from_url(args.redis_url, decode_responses=True)
     node = BenchNode(
-        Settings(),
+        Settings(media_remote_candidates="loopback"),  # its clients run on this machine
         url=f"http://127.0.0.1:{args.port}",
         node_id=f"bench-{args.mode}",
         fps=args.fps,

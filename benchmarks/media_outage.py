@@ -328,6 +328,10 @@ async def claim_registry(redis: Any, this_node: str) -> None:
         raise RuntimeError(f"{this_node} said ready but is not in the registry")
 
 
+# all 18 are admitted first, then connect one by one: on a busy machine that takes longer than 30 s
+ADMIT_TTL_MS = 180_000
+
+
 async def join_outage(clients: list[Client], ledger: Any, router: Any, clips: dict[str, Any]) -> None:
     """One full outage joins, one by one (18 DTLS handshakes at once are slow on a busy machine):
     10 video senders and 8 audio participants, appended to ``clients`` as they are made."""
@@ -335,7 +339,7 @@ async def join_outage(clients: list[Client], ledger: Any, router: Any, clips: di
 
     oid, cid = await seed_conference(ledger)
     for i in range(10):
-        p = await admit(ledger, oid, cid, f"Video {i + 1}", "video")
+        p = await admit(ledger, oid, cid, f"Video {i + 1}", "video", ttl_ms=ADMIT_TTL_MS)
         clients.append(
             Client(
                 p,
@@ -344,7 +348,7 @@ async def join_outage(clients: list[Client], ledger: Any, router: Any, clips: di
             )
         )
     for i in range(8):
-        p = await admit(ledger, oid, cid, f"Phone {i + 1}", "audio")
+        p = await admit(ledger, oid, cid, f"Phone {i + 1}", "audio", ttl_ms=ADMIT_TTL_MS)
         clients.append(Client(p, audio=OpusPackets(clips["opus"][(i + 10) % len(clips["opus"])]), want_video=False))
     for c in clients:
         count_on_the_loop(c.pc)

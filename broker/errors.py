@@ -94,6 +94,13 @@ class NoMediaNode(BrokerError):
     code = "no_media_node"
 
 
+class InvalidSdp(BrokerError):
+    """A participant's SDP offer that the API or the media node refuses (``reason``: which check,
+    ``infra.sdpcheck``); nothing changes."""
+
+    code = "invalid_sdp"
+
+
 class MediaNodeFailed(BrokerError):
     """The chosen media node failed or refused the offer; ``media_code`` says why."""
 

@@ -54,6 +54,10 @@ class Settings(BaseModel):
     max_body_bytes: int = 64 * 1024
     media: bool = True
     media_capacity_ports: int = 36
+    # Remote ICE candidates the media node sends checks to (media/candidates.py): "public" (production:
+    # global addresses only), "private" (a private deployment: RFC 1918, CGNAT, ULA too) or "loopback"
+    # (also 127/8 and ::1: the demo and tests on one machine). Never multicast, link-local, unspecified.
+    media_remote_candidates: Literal["public", "private", "loopback"] = "public"
     retry_after_s: int = 30
     # SIGTERM: running calls may go on this long before the process stops.
     drain_timeout_s: float = 30.0

@@ -169,6 +169,7 @@ def media_command(redis_url: str, port: int) -> list[str]:
 def start_brokers(procs: Procs, n: int, redis_url: str, token: str, report: Path, media_nodes: int = 0,
                   media_nice: int = 0, timeout: float = 60.0) -> list[str]:
     env = dict(os.environ, BACKUPPLUS_OPERATOR_TOKENS=token, PYTHONUNBUFFERED="1")
+    env.setdefault("BACKUPPLUS_MEDIA_REMOTE_CANDIDATES", "loopback")  # the media clients run on this machine
     env.pop("BACKUPPLUS_REDIS_URL", None)
     for i in range(media_nodes):
         procs.start(f"media-{i}", media_command(redis_url, _free_port()), report / f"media-{i}.log",

@@ -86,6 +86,13 @@ _S_RTX_SEQ = _needs(SENDER, "_RTCRtpSender__rtx_sequence_number", "attribute", t
 _D_SEND_RTP = _needs(DTLS, "_send_rtp", "coroutine", ("data",))
 _V_PACKETIZE = _needs(VP8, "_packetize", "classmethod", ("buffer", "picture_id"))
 
+# ICE: a gatherer's aioice connection, and the one call every remote candidate goes through once its
+# address is known (SDP, trickled, mDNS resolved): media.candidates filters there.
+ICE_GATHERER = "aiortc.rtcicetransport.RTCIceGatherer"
+ICE_CONNECTION = "aioice.ice.Connection"
+_I_CONNECTION = _needs(ICE_GATHERER, "_connection", "attribute")
+_I_ADD_REMOTE = _needs(ICE_CONNECTION, "_add_remote_candidate", "method", ("remote_candidate", "network_host"))
+
 # pylibsrtp: the session's per-packet call (replaced by media.srtp), what it reads, and the cffi
 # binding the replacement loads again through ctypes.
 _P_PROCESS = _needs(SRTP_SESSION, "_Session__process", "method", ("data", "func", "trailer"))
@@ -139,6 +146,23 @@ def receiver_send_rtcp(receiver: Any) -> Callable[[Any], Awaitable[None]]:
 
 def replace_receiver_send_rtcp(receiver: Any, send: Callable[[Any], Awaitable[None]]) -> Hook:
     return _hook(receiver, _R_SEND_RTCP, send)
+
+
+# --- ICE -------------------------------------------------------------------------------------------
+def ice_connection(ice_transport: Any) -> Any:
+    """The aioice ``Connection`` under an ``RTCIceTransport``."""
+    return getattr(ice_transport.iceGatherer, _I_CONNECTION)
+
+
+def filter_remote_candidates(connection: Any, admit: Callable[[Any, str], bool]) -> Hook:
+    """Remote candidates reach ``connection`` only when ``admit(candidate, address)`` is true."""
+    original = getattr(connection, _I_ADD_REMOTE)
+
+    def add_remote_candidate(remote_candidate: Any, network_host: str) -> None:
+        if admit(remote_candidate, network_host):
+            original(remote_candidate, network_host)
+
+    return _hook(connection, _I_ADD_REMOTE, add_remote_candidate)
 
 
 # --- senders ---------------------------------------------------------------------------------------

@@ -21,8 +21,10 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from infra.sdpcheck import InvalidSdp, check_offer
 from infra.settings import Settings
 from media import events, peer
+from media.candidates import CandidateGuard
 from media.errors import MediaNodeError
 from media.members import Member
 from media.peer import Offer, Session, read_offer
@@ -64,6 +66,7 @@ class MediaNode:
         self._publish_now = asyncio.Event()
         self._shutdown = False
         self._events_ready = asyncio.Event()
+        self.dropped_candidates = 0  # remote ICE candidates refused by the policy (media.candidates)
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self, redis: Any) -> MediaNode:
@@ -83,7 +86,8 @@ class MediaNode:
             await asyncio.wait_for(self._events_ready.wait(), 5)
         except TimeoutError:  # pragma: no cover - Redis very slow; the loop keeps trying
             log.warning("media node %s: events subscription not ready yet", self.node_id)
-        log.info("media node %s up at %s (capacity %d)", self.node_id, self.url, self.capacity)
+        log.info("media node %s up at %s (capacity %d, remote ICE candidates: %s)", self.node_id, self.url,
+                 self.capacity, self.settings.media_remote_candidates)
         return self
 
     @property
@@ -104,6 +108,7 @@ class MediaNode:
             "state": "draining" if self.draining else "ready",
             "started_at": self.started_at,
             "pid": os.getpid(),
+            "dropped_candidates": self.dropped_candidates,
         }
 
     async def _publish(self) -> None:
@@ -182,7 +187,13 @@ class MediaNode:
     async def handle_offer(
         self, participant: dict[str, Any], sdp: str, sdp_type: str = "offer"
     ) -> dict[str, str]:
-        """Answer a participant's offer (non-trickle: the answer carries every local candidate)."""
+        """Answer a participant's offer (non-trickle: the answer carries every local candidate). The
+        offer is checked first (``infra.sdpcheck``; the broker did too): a refused one changes nothing,
+        not even a connected participant's current connection."""
+        try:
+            check_offer(sdp)
+        except InvalidSdp as exc:
+            raise MediaNodeError("invalid_sdp", exc.reason, status=422) from None
         offer = self._accept(participant, sdp_type)
         await self._check_lease(offer)
         if offer.pid in self.sessions:  # a new offer from the same participant replaces its connection
@@ -190,16 +201,24 @@ class MediaNode:
         session, room = self._open_session(offer)
         try:
             peer.add_tracks(session, room, offered_kinds(sdp), self._audio_sender, self._video_sender)
+            guard = CandidateGuard(self.settings.media_remote_candidates, self._candidate_dropped)
+            session.hooks.extend(guard.guard(session.pc))
             room.add(session.member)
             peer.tap_inbound(session, room)
             self._watch(session)
             await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if guard.total:
+                log.info("media node %s: %s's offer: %d remote candidates ignored (%s; policy %s)", self.node_id,
+                         offer.pid, guard.total, ", ".join(f"{k} {v}" for k, v in sorted(guard.dropped.items())),
+                         guard.policy)
             # non-trickle: setting the answer gathers every host candidate
             await session.pc.setLocalDescription(await session.pc.createAnswer())
         except MediaNodeError:
             await self.close_participant(offer.pid, release=None, reason="bad_offer", session=session)
             raise
         except Exception as exc:  # noqa: BLE001
+            log.info("media node %s: %s's offer refused by aiortc: %s: %s", self.node_id, offer.pid,
+                     type(exc).__name__, exc)
             await self.close_participant(offer.pid, release=None, reason="bad_offer", session=session)
             raise MediaNodeError("bad_offer", f"{type(exc).__name__}: {exc}", status=400) from None
         if session.closing:
@@ -257,6 +276,9 @@ class MediaNode:
         self.sessions[offer.pid] = session
         self._bump()
         return session, room
+
+    def _candidate_dropped(self, kind: str) -> None:
+        self.dropped_candidates += 1
 
     # The benchmark's node (benchmarks/media_node_bench.py) overrides these three.
     def _new_room(self, conference: str) -> Room:

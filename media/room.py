@@ -15,40 +15,34 @@ from typing import Any
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
 from media import inbound
-from media.audio_mix import MIX_DEPTH, TALK_THRESHOLD, AudioMixer
+from media.audio_mix import AudioMixer
 from media.inbound import VideoDecoders
 from media.members import Member
-from media.stats import LatencyStats
 from media.video import VideoPipeline
+
+DECODE_THREADS = 2  # video decoder threads per conference (made on the first video sender)
 
 
 class Room:
-    """The MCU of one conference on this node."""
+    """The MCU of one conference on this node. Its pipelines are made by ``_new_video`` and
+    ``_new_decoders``: the benchmark's room (benchmarks/media_node_bench.py) overrides them with its
+    probes and modes; the production room has no switch of its own."""
 
-    video_pipeline = VideoPipeline  # the benchmark's per-receiver mode puts its own here
-
-    def __init__(
-        self,
-        conference_id: str,
-        *,
-        fps: float = 25.0,
-        stats: LatencyStats | None = None,
-        decode_threads: int = 2,
-        talk_threshold: float = TALK_THRESHOLD,
-        mix_depth: int = MIX_DEPTH,
-    ) -> None:
+    def __init__(self, conference_id: str, *, fps: float = 25.0) -> None:
         self.conference_id = conference_id
-        self.decode_threads = decode_threads
-        self.stats = stats
         self.members: dict[str, Member] = {}
         prefix = f"mcu-{conference_id[-6:]}"
         self.prefix = prefix
-        self.audio = AudioMixer(
-            self.members, name=f"{prefix}-audio", talk_threshold=talk_threshold, mix_depth=mix_depth
-        )
-        self.video = self.video_pipeline(self.members, fps=fps, name=f"{prefix}-compose", stats=stats)
+        self.audio = AudioMixer(self.members, name=f"{prefix}-audio")
+        self.video = self._new_video(fps)
         self._video_decoders: VideoDecoders | None = None
         self.closed = False
+
+    def _new_video(self, fps: float) -> VideoPipeline:
+        return VideoPipeline(self.members, fps=fps, name=f"{self.prefix}-compose")
+
+    def _new_decoders(self) -> VideoDecoders:
+        return VideoDecoders(self.prefix, threads=DECODE_THREADS)
 
     def add(self, member: Member) -> None:
         self.members[member.pid] = member
@@ -82,9 +76,7 @@ class Room:
         else:
             member.sends_video = True
             if self._video_decoders is None:
-                self._video_decoders = VideoDecoders(
-                    self.prefix, threads=self.decode_threads, stats=self.stats
-                )
+                self._video_decoders = self._new_decoders()
             deliver = self._video_decoders.feed_for(member, receiver)
         member.inbound.append(kind)
         inbound.install(receiver, deliver)

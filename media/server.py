@@ -38,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--node-id", default=None)
     p.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to let calls end on SIGTERM")
+    p.add_argument("--remote-candidates", choices=["public", "private", "loopback"], default=None,
+                   help="remote ICE candidates checked: public (default), private, loopback (one machine)")
     p.add_argument("--fps", type=float, default=25.0, help="composed video frame rate")
     p.add_argument(
         "--gil-switch-ms",
@@ -75,7 +77,8 @@ async def serve(args: argparse.Namespace) -> int:
     if args.gil_switch_ms > 0:
         sys.setswitchinterval(args.gil_switch_ms / 1000)
     settings = Settings.from_env(
-        redis_url=args.redis_url, host=args.host, port=args.port, media_capacity_ports=args.capacity
+        redis_url=args.redis_url, host=args.host, port=args.port, media_capacity_ports=args.capacity,
+        media_remote_candidates=args.remote_candidates,
     )
     url = args.public_url or f"http://{args.host}:{args.port}"
     redis = connect(args.redis_url, decode_responses=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from aiohttp import TCPConnector
@@ -24,6 +25,8 @@ from .api_helpers import AUTH, OPERATOR, api_client, new_conference, open_outage
 pytestmark = pytest.mark.timeout(60)
 
 # An offer aiortc refuses (no ICE credentials): today's media node turned the exception into the detail.
+# a valid offer (it passes infra.sdpcheck and reaches the media node), made by Chromium
+BROWSER_OFFER = (Path(__file__).parent / "support" / "offers" / "chrome.sdp").read_bytes().decode()
 OFFER_WITHOUT_ICE = (
     "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
     "c=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\na=sendrecv\r\na=mid:0\r\n"
@@ -92,7 +95,7 @@ async def test_unreachable_media_node_gives_a_generic_502(redis_url: str, redis,
     async with _client(app) as client:
         p = await _admitted(client)
         caplog.set_level(logging.WARNING)
-        r = await client.post(f"/v1/participants/{p['id']}/offer", json={"type": "offer", "sdp": OFFER_WITHOUT_ICE},
+        r = await client.post(f"/v1/participants/{p['id']}/offer", json={"type": "offer", "sdp": BROWSER_OFFER},
                               headers=AUTH)
         body = await r.json()
     assert r.status == 502 and body["code"] == "media_node_error", body

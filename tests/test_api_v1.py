@@ -248,6 +248,7 @@ async def test_an_earlier_versions_expired_outage_reads_as_restored(redis_url: s
            "declared_at": "2025-01-06T10:00:00+01:00", "ended_at": "2025-01-08T12:00:00+01:00", "state": "expired"}
     await redis.hset(keys.outage_doc(outage_id), mapping={"doc": json.dumps(doc), "state": "expired"})
     await redis.zadd(keys.OUTAGES, {outage_id: 1})
+    await redis.set(keys.SECRET, "e" * 64)  # that version's single secret, adopted as the key ring's root
     async with api_client(redis_url) as client:
         r = await client.get(f"/v1/outages/{outage_id}", headers=AUTH)
         body = await r.json()

@@ -74,6 +74,7 @@ async def instances() -> AsyncIterator[dict[str, Any]]:
         yield {
             aiortc_compat.SENDER: transceiver.sender,
             aiortc_compat.RECEIVER: transceiver.receiver,
+            aiortc_compat.ICE_GATHERER: transceiver.sender.transport.transport.iceGatherer,
             aiortc_compat.SRTP_SESSION: Session(policy=Policy(key=os.urandom(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)),
         }
     finally:

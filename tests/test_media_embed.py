@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.media, pytest.mark.timeout(60)]
 
 async def test_attach_media_in_process_node(redis, redis_url):
     port = free_port()
-    settings = Settings(redis_url=redis_url, port=port, media_lease_s=3.0)  # unrenewed, a lease ends soon
+    settings = Settings(redis_url=redis_url, port=port, media_lease_s=3.0, media_remote_candidates="loopback")  # unrenewed, a lease ends soon
     app = web.Application()
 
     async def lead_ctx(app: web.Application):  # what the lead's serve does before attach_media

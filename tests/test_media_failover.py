@@ -51,6 +51,8 @@ class NodeProcess:
             self.node_id,
             "--log-level",
             "WARNING",
+            "--remote-candidates",
+            "loopback",  # the clients are on this machine
             *self.extra,
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
@@ -106,7 +108,7 @@ async def test_kill_node_ports_back_and_replaced(redis, redis_url, procs):
         await until(lambda: registry.live_nodes(redis), 3)
         assert (await registry.live_nodes(redis))["node-a"].load == 1
 
-        node_b = MediaNode(Settings(), url="http://127.0.0.1:9", node_id="node-b")
+        node_b = MediaNode(Settings(media_remote_candidates="loopback"), url="http://127.0.0.1:9", node_id="node-b")
         await node_b.start(redis)
         router_b = MediaRouter(redis, Settings(), local_node=node_b)
 

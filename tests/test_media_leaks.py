@@ -44,7 +44,7 @@ async def settle(node: MediaNode, timeout: float = 5.0) -> None:
 
 async def test_join_leave_cycles_leave_nothing_behind(redis):
     ledger = PortLedger(redis)
-    node = MediaNode(Settings(media_lease_s=3.0), url="http://127.0.0.1:9")  # hung-up guests' leases end soon
+    node = MediaNode(Settings(media_lease_s=3.0, media_remote_candidates="loopback"), url="http://127.0.0.1:9")  # hung-up guests' leases end soon
     await node.start(redis)
     router = MediaRouter(redis, Settings(), local_node=node)
     oid, cid = await seed_conference(ledger, audio=60)  # hung-up guests hold their port for their lease

@@ -45,7 +45,7 @@ def m_section(sdp: str, kind: str) -> str:
 
 @pytest.fixture
 async def node(redis):
-    node = MediaNode(Settings(media_lease_s=3.0), url="http://127.0.0.1:9")  # unrenewed, a lease ends soon
+    node = MediaNode(Settings(media_lease_s=3.0, media_remote_candidates="loopback"), url="http://127.0.0.1:9")  # unrenewed, a lease ends soon
     await node.start(redis)
     try:
         yield node

@@ -27,7 +27,7 @@ async def _lose_participants(redis, oid: str) -> None:  # type: ignore[no-untype
 
 async def test_the_ledger_converges_to_the_live_sessions(redis) -> None:  # type: ignore[no-untyped-def]
     ledger = PortLedger(redis)
-    node = MediaNode(Settings(), url="http://127.0.0.1:9")
+    node = MediaNode(Settings(media_remote_candidates="loopback"), url="http://127.0.0.1:9")
     await node.start(redis)
     router = MediaRouter(redis, Settings(), local_node=node)
     oid, cid = await seed_conference(ledger, audio=2, video=2)
@@ -59,7 +59,7 @@ async def test_the_ledger_converges_to_the_live_sessions(redis) -> None:  # type
 
 async def test_a_session_that_cannot_come_back_is_closed_with_its_reason(redis) -> None:  # type: ignore[no-untyped-def]
     ledger = PortLedger(redis)
-    node = MediaNode(Settings(), url="http://127.0.0.1:9")
+    node = MediaNode(Settings(media_remote_candidates="loopback"), url="http://127.0.0.1:9")
     await node.start(redis)
     router = MediaRouter(redis, Settings(), local_node=node)
     oid, cid = await seed_conference(ledger, audio=1, video=0)

@@ -71,3 +71,15 @@ async def test_inbound_streams_are_tapped_and_an_audio_participants_camera_dropp
     finally:
         await room.close()
         await pc.close()
+
+
+def test_the_production_constructors_have_no_benchmark_switch() -> None:
+    """Issue 15: the benchmark's switches (latency probes, decoder threads, per-receiver video, RTP
+    sending) live in benchmarks/media_node_bench.py, not in the node's or the room's constructor."""
+    import inspect
+
+    from media.node import MediaNode
+
+    assert list(inspect.signature(Room.__init__).parameters) == ["self", "conference_id", "fps"]
+    assert list(inspect.signature(MediaNode.__init__).parameters) == ["self", "settings", "url", "node_id", "fps"]
+    assert not hasattr(Room, "video_pipeline")

@@ -76,6 +76,7 @@ def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
     env["BACKUPPLUS_OPERATOR_TOKENS"] = OPERATOR
     env["BACKUPPLUS_HOTLINE_PHONE"] = HOTLINE
+    env["BACKUPPLUS_MEDIA_REMOTE_CANDIDATES"] = "loopback"  # the browsers are on this machine
     env["BACKUPPLUS_ADMISSION_RATE_BURST"] = "1000"  # the tests fill an outage from one link at once
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with log.open("w") as out:

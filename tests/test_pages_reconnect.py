@@ -61,6 +61,7 @@ def split(redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str, Any]]
     """A broker without media plus one standalone media node; start_node() adds another."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
     env["BACKUPPLUS_OPERATOR_TOKENS"] = OPERATOR
+    env["BACKUPPLUS_MEDIA_REMOTE_CANDIDATES"] = "loopback"  # the browser is on this machine
     procs: list[subprocess.Popen[bytes]] = []
 
     def start_node(name: str) -> subprocess.Popen[bytes]:

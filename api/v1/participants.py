@@ -10,6 +10,7 @@ from aiohttp import web
 
 from broker import errors
 from broker.participants import Admission
+from infra.sdpcheck import InvalidSdp, check_offer
 
 from .. import models, problems
 from ..appkeys import KEYS, MEDIA_GATEWAY, TELEMETRY
@@ -131,13 +132,18 @@ async def delete_participant(request: web.Request) -> web.Response:
     auth="operator or participant token",
     body=models.SessionDescription,
     responses={200: models.SessionAnswer},
-    errors=[*_PARTICIPANT_ERRORS, problems.PARTICIPANT_GONE, problems.NO_MEDIA_NODE, problems.MEDIA_NODE_ERROR],
+    errors=[*_PARTICIPANT_ERRORS, problems.PARTICIPANT_GONE, problems.INVALID_SDP, problems.NO_MEDIA_NODE,
+            problems.MEDIA_NODE_ERROR],
 )
 async def participant_offer(request: web.Request) -> web.Response:
     participant = await participant_for(request)
     body = await read_model(request, models.SessionDescription)
     if not participant["live"]:
         raise Problem(problems.PARTICIPANT_GONE, state=participant["state"], reason=participant["state_reason"])
+    try:  # checked here, before the offer leaves this process (the media node checks again)
+        check_offer(body.sdp)
+    except InvalidSdp as exc:
+        raise errors.InvalidSdp(reason=exc.reason, line=exc.line) from None
     gateway = request.app.get(MEDIA_GATEWAY)
     if gateway is None:
         raise errors.NoMediaNode("This broker runs without a media plane", retry_after=5)

@@ -78,6 +78,7 @@ class BrokerProcess:
         # the chaos loads admit from one link far faster than people join a meeting: no rate limit
         env.update({"BACKUPPLUS_OPERATOR_TOKENS": OPERATOR, "BACKUPPLUS_LOG_LEVEL": "INFO",
                     "BACKUPPLUS_PUBLIC_URL": self.base_url, "BACKUPPLUS_ADMISSION_RATE_BURST": "100000",
+                    "BACKUPPLUS_MEDIA_REMOTE_CANDIDATES": "loopback",  # clients on this machine
                     **self.env})
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
