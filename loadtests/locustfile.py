@@ -495,7 +495,7 @@ class ParticipantUser(_BrokerUser):
                     label = granted if granted == kind else "video->audio (downgraded)"
                     _fire(self.environment, ADMIT_TYPE, label, ms)
                     if data.get("preempted"):
-                        _fire(self.environment, ADMIT_TYPE, f"{granted}, preempting a less important conference", ms)
+                        _fire(self.environment, ADMIT_TYPE, f"{granted} (preempting)", ms)
                 return str(pid) if pid and ptoken else None
             code = data.get("code")
             if status == 409 and code == "capacity_exhausted" and not must_be_ended:
