@@ -547,6 +547,7 @@ class HotlineUser(_BrokerUser):
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         self.mine: dict[str, tuple[str, float]] = {}   # outage -> (contract, declared at)
+        self.retrying: set[str] = set()                 # outages whose restore failed once
         self.h = _op_headers(environment)
 
     def on_start(self) -> None:
@@ -598,11 +599,17 @@ class HotlineUser(_BrokerUser):
     def _restore(self, oid: str) -> None:
         with self.client.post(f"/v1/outages/{oid}/restore", headers=self.h, json={},
                               name="POST /v1/outages/[id]/restore", catch_response=True) as r:
-            if r.status_code != 200:
-                r.failure(f"{r.status_code} {_problem(r).get('code', '')}")
+            code = _problem(r).get("code", "")
+            if r.status_code == 409 and code == "outage_not_active" and oid in self.retrying:
+                r.success()   # an earlier attempt restored it but its answer was lost (503)
+            elif r.status_code != 200:
+                r.failure(f"{r.status_code} {code}")
+                self.retrying.add(oid)
+                return   # not restored, or not known to be: it stays ours, tried again at the next turn
             elif _problem(r).get("state") not in (None, "restored"):
                 r.failure(f"state after restore: {_problem(r).get('state')}")
         self.mine.pop(oid, None)
+        self.retrying.discard(oid)
         # only now: a meeting told that this outage ended must get 410
         publish(self.environment, {"op": "end", "outage": oid})
 

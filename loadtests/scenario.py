@@ -50,7 +50,7 @@ def admission_outcome(status: int, code: str | None, requested: str | None = Non
                       granted: str | None = None, preempted: bool = False) -> list[str]:
     """The tally keys of one admission answer, as the audit trail should record it (loadtests.audit):
     ``admitted`` (+ ``downgraded``, ``preempting``), ``refused:<code>``, ``other:<status>`` or
-    ``unknown`` (no answer: the broker may have decided either way)."""
+    ``unknown`` (no answer, or a 5xx: the ledger may have decided either way)."""
     if status == 201:
         out = ["admitted"]
         if granted and requested and granted != requested:
@@ -64,8 +64,8 @@ def admission_outcome(status: int, code: str | None, requested: str | None = Non
         return ["refused:outage_ended"]
     if status == 429 and code == "rate_limited":
         return ["refused:rate_limited"]
-    if status == 0:
-        return ["unknown"]
+    if status == 0 or status >= 500:
+        return ["unknown"]   # no answer, or the broker could not tell (503 store_unavailable: Redis timed out)
     return [f"other:{status}"]
 
 
