@@ -63,7 +63,9 @@ def test_short_run_passes_with_a_remote_style_worker(tmp_path: Path) -> None:
     # the trail holds what locust counted: every admission and refusal, media probes' joins included
     tally, trail = summary["audit_trail"]["locust"], summary["audit_trail"]["trail"]
     assert tally["admitted"] > 100 and tally["refused:capacity_exhausted"] > 0
-    assert tally["admitted"] == trail["admitted"] and tally["preempting"] == trail["preempting"] > 0
+    slack = tally.get("unknown", 0)     # answers that never came (or 5xx): either way in the trail
+    assert abs(tally["admitted"] - trail["admitted"]) <= slack and trail["preempting"] > 0
+    assert abs(tally["preempting"] - trail["preempting"]) <= slack
     assert not any(e["type"] == "REFUSE" and e["name"].startswith("429") for e in summary["locust"]["entries"])
     # both workers took part: the locust master log names two ready workers
     assert "2 workers" in (report / "locust.log").read_text() or "(2 total" in (report / "locust.log").read_text()
