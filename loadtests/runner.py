@@ -335,9 +335,11 @@ def main(argv: list[str]) -> int:
         inject_at = None if args.inject_cap_violation is None else t_load + args.inject_cap_violation
         while master.poll() is None:
             if inject_at is not None and time.monotonic() >= inject_at:
-                inject_at = None
-                _say("injecting a cap violation: " + inject_cap_violation(
-                    watcher.redis, max(3.0, args.duration - (args.inject_cap_violation or 0.0))))
+                # once the scene is set and participants hold ports (on a busy machine, later than asked)
+                done = inject_cap_violation(watcher.redis, max(3.0, args.duration - (args.inject_cap_violation or 0.0)))
+                if done:
+                    inject_at = None
+                    _say("injecting a cap violation: " + done)
             if time.monotonic() - t_load > limit:
                 _say(f"locust still running {limit:.0f} s after start: stopping it")
                 procs.stop(master, 20)
@@ -423,30 +425,31 @@ def main(argv: list[str]) -> int:
     return 0 if not failed else 1
 
 
-def inject_cap_violation(client: Any, expire_in_s: float) -> str:
+def inject_cap_violation(client: Any, expire_in_s: float) -> str | None:
     """Corrupts the ledger as a bug would: fake leases past the video cap of the busiest active outage,
     written straight into its keys (quotas.keys.ledger_keys; consistent with each other, as
     quotas/lua/_lib.lua keeps them, so neither an admission's derive_use nor the broker's audit "repairs"
     them away: they are counted as ports in use). They belong to the outage's most important conference
     (never a preemption victim) and expire after ``expire_in_s``: the brokers' own sweeper then reclaims
-    them, so the run's leak check is not what catches them. Returns what it did."""
+    them, so the run's leak check is not what catches them. Returns what it did, None when no outage
+    with a conference has a port in use yet (the load has not started)."""
     from quotas import keys
 
     best: tuple[int, str] | None = None
     for oid in client.smembers(keys.ACTIVE_OUTAGES):
         oid = oid.decode() if isinstance(oid, bytes) else str(oid)
         use = int(client.hget(keys.in_use(oid), "video") or 0)
-        if client.hlen(keys.conferences(oid)) and (best is None or use > best[0]):
+        if use > 0 and client.hlen(keys.conferences(oid)) and (best is None or use > best[0]):
             best = (use, oid)
     if best is None:
-        return "no active outage with a conference: nothing injected"
+        return None
     oid = best[1]
     prios = {(c.decode() if isinstance(c, bytes) else str(c)): int(p) for c, p in client.hgetall(keys.priorities(oid)).items()}
     conf = min(prios, key=lambda c: (prios[c], c)) if prios else str(next(iter(client.hkeys(keys.conferences(oid)))))
     if isinstance(conf, bytes):
         conf = conf.decode()
     cap = int(client.hget(keys.capacity(oid), "video") or 0)
-    n = max(1, cap - int(client.hget(keys.in_use(oid), "video") or 0) + 2)
+    n = cap + 2   # past the cap by themselves: however many real participants leave meanwhile
     sec, usec = client.time()
     expiry = int(sec) * 1000 + int(usec) // 1000 + int(expire_in_s * 1000)
     pipe = client.pipeline(transaction=True)
