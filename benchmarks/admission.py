@@ -56,7 +56,8 @@ import sys
 from aiohttp import web
 async def admit(request):
     await request.read()
-    return web.json_response({"id": "o-000000000000.p00000000", "kind": "audio"}, status=201)
+    return web.json_response({"id": "o-000000000000.p00000000", "kind": "audio", "participant_token": "p"},
+                             status=201)
 async def leave(request):
     return web.Response(status=204)
 async def ready(request):
