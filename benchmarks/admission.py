@@ -226,11 +226,13 @@ async def fill(base: str, pairs: list[tuple[tuple[str, str], tuple[str, str]]]) 
 
 
 async def preempting_open_loop(base: str, pairs: list[tuple[tuple[str, str], tuple[str, str]]], rate: float,
-                               seconds: float, full: bool) -> dict:
+                               seconds: float) -> dict:
     """Admissions to the priority-1 conference of each outage at a fixed offered rate (audio and video in
-    turn), timed from the moment each was due. ``full``: the outages are full of priority-5 participants,
-    so each admission preempts one; the cycle then leaves and refills the port (untimed) so that the next
-    one preempts again. Otherwise the admission finds a free port and simply leaves."""
+    turn), timed from the moment each was due; each cycle then leaves and asks a port for the priority-5
+    conference (untimed). Into full outages (``fill``): they are full of priority-5 participants, so each admission
+    preempts one, and that last call refills the port so that the next one preempts again. Otherwise the
+    admission finds a free port, and the last call is refused (the priority-5 conference has a ``max`` of
+    0): both cases make the same three calls per cycle, so the broker serves the same call rate."""
     latencies: list[float] = []
     preempting: list[float] = []
     statuses: dict[str, int] = {}
@@ -252,8 +254,7 @@ async def preempting_open_loop(base: str, pairs: list[tuple[tuple[str, str], tup
                     preempting.append(ms)
                 async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=leave_headers(payload)) as r:
                     await r.read()
-                if full:
-                    await _admit(s, base, low, payload["kind"])
+                await _admit(s, base, low, payload["kind"])
             except aiohttp.ClientError as exc:
                 statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
 
@@ -272,18 +273,19 @@ async def preempting_open_loop(base: str, pairs: list[tuple[tuple[str, str], tup
 async def preemption_cost(base: str, args: argparse.Namespace) -> dict:
     """(e): the same admissions at the same offered rate, with a free port and into full outages."""
     out: dict = {"rate": args.preempt_rate}
-    free = await seed(base, args.outages, prefix="PF", conference_bodies=(HIGH, LOW))
+    free = await seed(base, args.outages, prefix="PF",
+                      conference_bodies=(HIGH, {**LOW, "max": {"audio": 0, "video": 0}}))
     full = await seed(base, args.outages, prefix="PP", conference_bodies=(HIGH, LOW))
     free_pairs = list(zip(free[::2], free[1::2], strict=True))
     full_pairs = list(zip(full[::2], full[1::2], strict=True))
     out["filled_ports"] = await fill(base, full_pairs)
-    setups = (("free port", free_pairs, False), ("full, preempting", full_pairs, True))
-    for _, pairs, is_full in setups:   # warm-up, untimed: the broker's first requests, the scripts' first calls
-        await preempting_open_loop(base, pairs, args.preempt_rate, 1.0, is_full)
-    runs: dict[str, dict] = {label: {"latencies": [], "preempting": [], "answers": {}} for label, _, _ in setups}
+    setups = (("free port", free_pairs), ("full, preempting", full_pairs))
+    for _, pairs in setups:   # warm-up, untimed: the broker's first requests, the scripts' first calls
+        await preempting_open_loop(base, pairs, args.preempt_rate, 1.0)
+    runs: dict[str, dict] = {label: {"latencies": [], "preempting": [], "answers": {}} for label, _ in setups}
     for _ in range(args.rounds):   # interleaved, so the machine's background load hits both alike
-        for label, pairs, is_full in setups:
-            r = await preempting_open_loop(base, pairs, args.preempt_rate, args.seconds, is_full)
+        for label, pairs in setups:
+            r = await preempting_open_loop(base, pairs, args.preempt_rate, args.seconds)
             runs[label]["latencies"] += r["latencies"]
             runs[label]["preempting"] += r["preempting"]
             for k, v in r["answers"].items():
