@@ -14,10 +14,10 @@ from broker.telemetry import Telemetry
 from broker.webhooks import WebhookWorker
 from infra.redisconn import StoreClient, check_store, store_client
 from infra.settings import Settings
-from quotas.secret import shared_secret
+from quotas.secret import KeyStore
 
 from . import headers, ops, v1
-from .appkeys import BROKER, REDIS, SECRET, SETTINGS, TELEMETRY
+from .appkeys import BROKER, KEYS, REDIS, SETTINGS, TELEMETRY
 from .livefeed import audit_hub_ctx, close_streams
 from .middleware import add_request_id_header, problem_middleware
 from .openapi import publish_openapi
@@ -30,7 +30,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     assert settings.redis_url, "create_app needs settings.redis_url (serve starts a private Redis first)"
     client = await _checked_store(settings)
     app[REDIS] = client
-    app[SECRET] = await shared_secret(client)
+    app[KEYS] = await KeyStore.load(client, seed=settings.root_secret())
     broker = Broker(client, settings)
     await broker.start()
     app[BROKER] = broker
@@ -75,6 +75,9 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
                             name="backupplus-tick"),
         asyncio.create_task(_periodic("ledger audit", settings.audit_interval_s, broker.audit, stopping),
                             name="backupplus-audit"),
+        # a rotated key (backupplus secrets rotate) reaches this process within keys.refresh_s
+        asyncio.create_task(_periodic("key ring reload", app[KEYS].refresh_s, app[KEYS].reload, stopping),
+                            name="backupplus-keyring"),
     }
     yield
     stopping.set()
@@ -114,6 +117,10 @@ def create_app(
     app.on_shutdown.append(close_streams)
     for table in v1.ROUTES:
         app.add_routes(table)
+    if settings.ops_port is None:
+        app.add_routes(ops.ops_routes)
+    else:  # /healthz, /readyz, /metrics on a listener of their own, not this one
+        app.cleanup_ctx.append(ops.ops_listener_ctx)
     app.add_routes(ops.routes)
     if pages:
         from .pages import setup_pages

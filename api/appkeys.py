@@ -10,6 +10,7 @@ from aiohttp import web
 
 from broker.telemetry import Telemetry
 from infra.settings import Settings
+from quotas.secret import KeyStore
 
 if TYPE_CHECKING:
     from broker.auditfeed import AuditHub
@@ -23,8 +24,9 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 BROKER: web.AppKey[Broker] = web.AppKey("broker")
 # Hands a participant's offer to its media node; injected by the composition root (absent: 503).
 MEDIA_GATEWAY: web.AppKey[MediaGateway] = web.AppKey("media_gateway")
-# HMAC secret shared by every broker process (kept in Redis, created once).
-SECRET = web.AppKey("secret", bytes)
+# The key ring shared by every broker process and media node (quotas.secret: one key per purpose,
+# rotated with `backupplus secrets rotate`); reloaded from Redis every 2 s by the app's refresher.
+KEYS = web.AppKey("keys", KeyStore)
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 # The process's reader of the audit streams, feeding the live console (server-sent events).
 AUDIT_HUB: web.AppKey[AuditHub] = web.AppKey("audit_hub")
@@ -35,3 +37,5 @@ OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 # Liveness beyond the process itself (e.g. serve's own redis-server): None when fine, else why not.
 # Set by the composition root; /healthz fails while it answers a reason.
 HEALTH_CHECK: web.AppKey[Callable[[], str | None]] = web.AppKey("health_check")
+# On the ops listener's app (ops_port set): the broker app whose health and metrics it serves.
+OPS_OF: web.AppKey[web.Application] = web.AppKey("ops_of")

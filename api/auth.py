@@ -13,10 +13,13 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
+
+from quotas.secret import KeyRing
 
 from . import problems
 from .problems import Problem
@@ -43,13 +46,18 @@ def new_operator_token() -> str:
     return OPERATOR_TOKEN_PREFIX + secrets.token_urlsafe(24)
 
 
-def _sign(secret: bytes, prefix: str, subject: str) -> str:
+def _sign(key: bytes, prefix: str, subject: str) -> str:
     payload = _b64(subject.encode())
-    mac = hmac.new(secret, f"{prefix}.{payload}".encode(), hashlib.sha256).digest()[:18]
+    mac = hmac.new(key, f"{prefix}.{payload}".encode(), hashlib.sha256).digest()[:18]
     return f"{prefix}.{payload}.{_b64(mac)}"
 
 
-def _verify(secret: bytes, prefix: str, token: str) -> str | None:
+def _keys(keys: bytes | Sequence[bytes]) -> Sequence[bytes]:
+    return [keys] if isinstance(keys, bytes) else keys
+
+
+def _verify(keys: bytes | Sequence[bytes], prefix: str, token: str) -> str | None:
+    """The subject when one of ``keys`` (the ring's accepted keys of the purpose) signed the token."""
     parts = token.split(".")
     if len(parts) != 3 or parts[0] != prefix or len(token) > 256:
         return None
@@ -58,52 +66,66 @@ def _verify(secret: bytes, prefix: str, token: str) -> str | None:
         subject = _unb64(parts[1]).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    expected = hmac.new(secret, f"{prefix}.{parts[1]}".encode(), hashlib.sha256).digest()[:18]
-    if not hmac.compare_digest(mac, expected):
-        return None
-    return subject
+    good = False
+    for key in _keys(keys):  # every accepted key, always: no early exit to time
+        expected = hmac.new(key, f"{prefix}.{parts[1]}".encode(), hashlib.sha256).digest()[:18]
+        good |= hmac.compare_digest(mac, expected)
+    return subject if good else None
 
 
-def sign_join_token(secret: bytes, conference_id: str) -> str:
-    return _sign(secret, _JOIN_PREFIX, conference_id)
+def sign_join_token(key: bytes, conference_id: str) -> str:
+    """``key``: the ring's signing key of purpose "join"."""
+    return _sign(key, _JOIN_PREFIX, conference_id)
 
 
-def verify_join_token(secret: bytes, token: str) -> str | None:
+def verify_join_token(keys: bytes | Sequence[bytes], token: str) -> str | None:
     """The conference id the token is for, or None when it is not a genuine join token."""
-    return _verify(secret, _JOIN_PREFIX, token)
+    return _verify(keys, _JOIN_PREFIX, token)
 
 
-def sign_participant_token(secret: bytes, participant_id: str) -> str:
-    return _sign(secret, _PARTICIPANT_PREFIX, participant_id)
+def sign_participant_token(key: bytes, participant_id: str) -> str:
+    """``key``: the ring's signing key of purpose "participant"."""
+    return _sign(key, _PARTICIPANT_PREFIX, participant_id)
 
 
-def verify_participant_token(secret: bytes, token: str) -> str | None:
+def verify_participant_token(keys: bytes | Sequence[bytes], token: str) -> str | None:
     """The participant id the token is for, or None when it is not a genuine participant token."""
-    return _verify(secret, _PARTICIPANT_PREFIX, token)
+    return _verify(keys, _PARTICIPANT_PREFIX, token)
 
 
-def _operator_fingerprint(secret: bytes, operator_token: str) -> str:
-    """Names an operator token inside a stream ticket without revealing it."""
-    return _b64(hmac.new(secret, b"op:" + operator_token.encode(), hashlib.sha256).digest()[:9])
+def token_digest(token: str) -> str:
+    """SHA-256 hex of an operator token: what BACKUPPLUS_OPERATOR_TOKEN_HASHES holds."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
-def sign_stream_ticket(secret: bytes, operator_token: str, expires_ms: int) -> str:
+def _operator_fingerprint(key: bytes, digest: str) -> str:
+    """Names an operator token (by its SHA-256) inside a stream ticket without revealing it."""
+    return _b64(hmac.new(key, b"op:" + digest.encode(), hashlib.sha256).digest()[:9])
+
+
+def sign_stream_ticket(key: bytes, operator_token: str, expires_ms: int) -> str:
     """A stream ticket: lets an EventSource (which cannot send an Authorization header) open the live
     feed until ``expires_ms``, for as long as the operator token that asked for it stays configured.
     It is good for nothing else, so the operator token itself never goes into a URL."""
-    subject = f"{int(expires_ms)}.{_operator_fingerprint(secret, operator_token)}.{secrets.token_urlsafe(6)}"
-    return _sign(secret, _STREAM_PREFIX, subject)
+    fingerprint = _operator_fingerprint(key, token_digest(operator_token))
+    subject = f"{int(expires_ms)}.{fingerprint}.{secrets.token_urlsafe(6)}"
+    return _sign(key, _STREAM_PREFIX, subject)
 
 
-def verify_stream_ticket(secret: bytes, ticket: str, operator_tokens: frozenset[str], now_ms: int) -> bool:
-    subject = _verify(secret, _STREAM_PREFIX, ticket)
+def verify_stream_ticket(
+    keys: bytes | Sequence[bytes], ticket: str, operator_digests: frozenset[str], now_ms: int
+) -> bool:
+    """``operator_digests``: the SHA-256 hex of every configured operator token."""
+    subject = _verify(keys, _STREAM_PREFIX, ticket)
     if subject is None:
         return False
     expires, _, rest = subject.partition(".")
     fingerprint = rest.partition(".")[0]
     if not expires.isdigit() or int(expires) <= now_ms:
         return False
-    return any(hmac.compare_digest(fingerprint, _operator_fingerprint(secret, t)) for t in operator_tokens)
+    return any(
+        hmac.compare_digest(fingerprint, _operator_fingerprint(key, d)) for key in _keys(keys) for d in operator_digests
+    )
 
 
 def bearer_token(request: web.Request) -> str:
@@ -150,7 +172,9 @@ class Principal:
         raise _not_found("participant", participant_id)
 
 
-def authenticate(request: web.Request, operator_tokens: frozenset[str], secret: bytes) -> Principal:
+def authenticate(request: web.Request, operator_digests: frozenset[str], ring: KeyRing) -> Principal:
+    """Who is calling. ``operator_digests``: SHA-256 hex of every operator token (``Settings.operator_digests``:
+    the configured tokens and BACKUPPLUS_OPERATOR_TOKEN_HASHES); ``ring``: the shared key ring."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     token = token.strip()
@@ -158,13 +182,16 @@ def authenticate(request: web.Request, operator_tokens: frozenset[str], secret: 
         raise Problem(
             problems.UNAUTHORIZED, "Send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"}
         )
-    for candidate in operator_tokens:
-        if hmac.compare_digest(candidate.encode(), token.encode()):
-            return Principal("operator")
-    conference_id = verify_join_token(secret, token)
+    digest = token_digest(token)
+    is_operator = False
+    for candidate in operator_digests:
+        is_operator |= hmac.compare_digest(candidate, digest)
+    if is_operator:
+        return Principal("operator")
+    conference_id = verify_join_token(ring.accepted_keys("join"), token)
     if conference_id is not None:
         return Principal("join", conference_id=conference_id)
-    participant_id = verify_participant_token(secret, token)
+    participant_id = verify_participant_token(ring.accepted_keys("participant"), token)
     if participant_id is not None:
         return Principal("participant", participant_id=participant_id)
     raise Problem(

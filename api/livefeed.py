@@ -29,7 +29,7 @@ from broker.outages import iso_ms
 from infra.redisconn import StorePolicy, connect
 
 from . import problems
-from .appkeys import AUDIT_HUB, BROKER, SECRET, SETTINGS, STREAMS
+from .appkeys import AUDIT_HUB, BROKER, KEYS, SETTINGS, STREAMS
 from .auth import authenticate, verify_stream_ticket
 from .problems import Problem
 from .streams import StreamRegistry
@@ -42,13 +42,13 @@ _STORE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError
 
 def authorise(request: web.Request) -> None:
     """An operator: by its bearer token, or by a stream ticket in ``?ticket=`` (EventSource)."""
-    settings, secret = request.app[SETTINGS], request.app[SECRET]
+    settings, ring = request.app[SETTINGS], request.app[KEYS].ring
     ticket = request.query.get("ticket")
     if ticket is None:
-        authenticate(request, settings.operator_tokens, secret).require_operator()
+        authenticate(request, settings.operator_digests, ring).require_operator()
         return
     now_ms = int(request.app[BROKER].clock().timestamp() * 1000)
-    if not verify_stream_ticket(secret, ticket, settings.operator_tokens, now_ms):
+    if not verify_stream_ticket(ring.accepted_keys("stream"), ticket, settings.operator_digests, now_ms):
         raise Problem(problems.UNAUTHORIZED, "The stream ticket is invalid or has expired: get a new one "
                       "(POST /v1/events/tickets)", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 

@@ -22,9 +22,9 @@ from . import models, problems
 from .appkeys import OPENAPI, SETTINGS
 from .problems import PROBLEM_JSON, ProblemType
 
-# Routes outside the public HTTP interface, left out of the document: the pages' static files and the
-# media node's HMAC-signed internal calls (added by the composition root). A path prefix each.
-UNDOCUMENTED = ("/static", "/internal")
+# Routes outside the public HTTP interface, left out of the document: the pages' static files. (The
+# media node's signed internal calls are not on the public listener at all: media/internal.py.)
+UNDOCUMENTED = ("/static",)
 
 Auth = Literal["operator", "operator or stream ticket", "operator or join token", "operator or participant token", "none"]
 _AUTH_TEXT = {

@@ -17,7 +17,7 @@ import jinja2
 from aiohttp import web
 
 from . import headers, problems
-from .appkeys import SECRET, SETTINGS
+from .appkeys import KEYS, SETTINGS
 from .auth import verify_join_token
 from .headers import CSP
 from .openapi import HTML, doc
@@ -76,7 +76,7 @@ def render_console(hotline_phone: str) -> str:
 def _conference_for_token(app: web.Application, token: str) -> str | None:
     """The conference id a join token grants, or None."""
     try:
-        return verify_join_token(app[SECRET], token)
+        return verify_join_token(app[KEYS].accepted_keys("join"), token)
     except (ValueError, TypeError):  # a malformed token is just an invalid one here
         return None
 

@@ -46,6 +46,7 @@ CAPACITY_EXHAUSTED = _p("capacity_exhausted", 409, "No port of this kind is free
 RATE_LIMITED = _p("rate_limited", 429, "This conference's link admits faster than a meeting of people would")
 PARTICIPANT_NOT_FOUND = _p("participant_not_found", 404, "No such participant")
 PARTICIPANT_GONE = _p("participant_gone", 410, "This participant's port has been released: join again")
+KEY_RING_MISMATCH = _p("key_ring_mismatch", 503, "This process cannot accept the deployment's key ring")
 NO_MEDIA_NODE = _p("no_media_node", 503, "No media node can take this conference now")
 MEDIA_NODE_ERROR = _p("media_node_error", 502, "The media node failed to answer")
 TOO_MANY_STREAMS = _p("too_many_streams", 503, "This broker process has as many live streams open as it may")

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from infra import eventloop, logsetup
 from infra.settings import Settings
 
-from . import hotline, serve
+from . import hotline, secrets_cli, serve
 
 
 def _api_options(p: argparse.ArgumentParser, settings: Settings) -> None:
@@ -40,6 +40,14 @@ def _serve_parser(sub: argparse._SubParsersAction, settings: Settings) -> None: 
                    help="POST signed events to this URL (repeatable; default $BACKUPPLUS_WEBHOOK_URLS)")
     p.add_argument("--webhook-secret", default=None,
                    help="Standard Webhooks secret, whsec_… (prefer $BACKUPPLUS_WEBHOOK_SECRET: flags show in ps)")
+    p.add_argument("--internal-host", default=None,
+                   help="listener of the in-process media node's internal routes (default 127.0.0.1)")
+    p.add_argument("--internal-port", type=int, default=None, help="its port (default: a free one)")
+    p.add_argument("--internal-url", default=None,
+                   help="URL other brokers reach the in-process media node at (default http://internal-host:port)")
+    p.add_argument("--ops-host", default=None, help="listener of /metrics, /healthz, /readyz (with --ops-port)")
+    p.add_argument("--ops-port", type=int, default=None,
+                   help="serve /metrics, /healthz, /readyz on this port only, not on the public listener")
     p.set_defaults(func=serve.cmd_serve)
 
 
@@ -111,6 +119,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     _outage_parser(sub, settings)
     _ticket_parser(sub, settings)
     _contracts_parser(sub, settings)
+    secrets_cli.add_parser(sub)
     sub.add_parser("media", help="run a standalone media node (see `backupplus media --help`)", add_help=False)
     sub.add_parser("loadtest", help="run the locust load test (see `backupplus loadtest --help`)", add_help=False)
     return parser
@@ -130,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         args = build_parser(settings).parse_args(argv)
         secrets = [*settings.operator_tokens, settings.token or "", getattr(args, "webhook_secret", None) or ""]
-        if settings.webhook_secret is not None:
-            secrets.append(settings.webhook_secret.get_secret_value())
+        for optional in (settings.webhook_secret, settings.metrics_token):
+            if optional is not None:
+                secrets.append(optional.get_secret_value())
         logsetup.configure(args.log_level, args.log_format, secrets=secrets)
         return int(args.func(args))
     except hotline.ApiError as exc:

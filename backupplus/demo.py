@@ -1,4 +1,6 @@
-"""``serve --demo``: a demo contract, one active outage and one conference, ready to join."""
+"""``serve --demo``: a demo contract, one active outage and two conferences of different importance
+(priority 1 with a reserve, priority 5), ready to join: fill the outage from the second link, then
+join the first and watch the least important participant be preempted."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from broker.outages import Declaration
 from broker.service import Broker
 from infra.redisconn import connect
 from infra.settings import Settings
-from quotas.secret import shared_secret
+from quotas.secret import load_keyring
 
 DEMO_TICKET = {
     "priority": "urgent",
@@ -39,14 +41,16 @@ async def load_demo(settings: Settings) -> dict[str, str]:
             )
         except OutageAlreadyActive as exc:
             outage = await broker.outages.get(exc.extra["outage_id"])
-        if outage["conferences"]:
-            conference_id = outage["conferences"][0]
-        else:
-            created = await broker.conferences.create(
+        conference_ids = list(outage["conferences"])
+        if not conference_ids:
+            first = await broker.conferences.create(
                 outage["id"], "Comité de direction", priority=1, reserve={"audio": 2, "video": 4}
             )
-            conference_id = created["id"]
-        token = sign_join_token(await shared_secret(client), conference_id)
-        return {"contract": contract.number, "outage": outage["id"], "join_url": f"{settings.base_url}/join/{token}"}
+            second = await broker.conferences.create(outage["id"], "Équipe projet", priority=5)
+            conference_ids = [first["id"], second["id"]]
+        key = (await load_keyring(client)).signing_key("join")
+        links = [f"{settings.base_url}/join/{sign_join_token(key, cid)}" for cid in conference_ids]
+        return {"contract": contract.number, "outage": outage["id"], "join_url": links[0],
+                "other_join_url": links[1] if len(links) > 1 else ""}
     finally:
         await client.aclose()

@@ -14,7 +14,7 @@ from broker.errors import MediaNodeFailed
 from broker.errors import NoMediaNode as BrokerNoMediaNode
 from media import srtp
 from media.errors import MediaNodeError, NoMediaNode
-from media.internal import add_internal_routes
+from media.internal import internal_app
 from media.node import MediaNode
 from media.routing import MediaRouter
 
@@ -55,21 +55,22 @@ def media_plane(*, in_process_node: bool) -> Callable[[web.Application], None]:
 
 def attach_media(app: web.Application, *, in_process_node: bool) -> None:
     """Sets app[MEDIA_GATEWAY] (and app[MEDIA_PLANE]); with ``in_process_node`` also runs a media node in
-    this process, reachable at settings.base_url + /internal/media/offer. Must be called before the
-    app starts, after the cleanup_ctx that sets SETTINGS and REDIS."""
+    this process, whose /internal/media/offer is served on a listener of its own (settings.internal_host
+    and internal_port, loopback by default), never on the public one. Must be called before the app
+    starts, after the cleanup_ctx that sets SETTINGS and REDIS."""
     if in_process_node:
         srtp.install()  # the media node's process-wide patch: SRTP keeps the GIL
     plane = MediaPlane(router=MediaRouter())
     app[MEDIA_GATEWAY] = RouterGateway(plane.router)
     app[MEDIA_PLANE] = plane
-    if in_process_node:
-        add_internal_routes(app, lambda: plane.node)
 
     async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         settings, redis = app[SETTINGS], app[REDIS]
         node = None
+        internal: web.AppRunner | None = None
         if in_process_node:
-            node = MediaNode(settings, url=settings.base_url)
+            internal, url = await _internal_listener(settings, lambda: plane.node)
+            node = MediaNode(settings, url=url)
             await node.start(redis)
             plane.node = node
         plane.router.bind(redis, settings, node)
@@ -80,5 +81,23 @@ def attach_media(app: web.Application, *, in_process_node: bool) -> None:
             if node is not None:
                 plane.node = None
                 await node.stop(release_state="left/node_stopped")
+            if internal is not None:
+                await internal.cleanup()
 
     app.cleanup_ctx.append(media_ctx)
+
+
+async def _internal_listener(settings: Any, get_node: Callable[[], MediaNode | None]) -> tuple[web.AppRunner, str]:
+    """Starts the internal listener; (its runner, the URL the node registers: settings.internal_url
+    or http://internal_host:<the port bound>)."""
+    runner = web.AppRunner(internal_app(get_node), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.internal_host, settings.internal_port, reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = settings.internal_port or int(runner.addresses[0][1])
+    host = settings.internal_host if ":" not in settings.internal_host else f"[{settings.internal_host}]"
+    return runner, (settings.internal_url or f"http://{host}:{port}").rstrip("/")

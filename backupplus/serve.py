@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import secrets
 import signal
 import sys
 from pathlib import Path
@@ -19,15 +21,17 @@ from api.app import create_app
 from api.appkeys import HEALTH_CHECK
 from api.auth import new_operator_token
 from infra import eventloop
-from infra.redisconn import StoreMisconfigured
+from infra.redisconn import StoreMisconfigured, store_client
 from infra.redisproc import PrivateRedis, RedisServerError, StateDirLocked
 from infra.settings import Settings
+from quotas.secret import KeyRingError, existing_root
 
 from .demo import load_demo
 from .media_plane import MEDIA_PLANE, media_plane
 
 log = logging.getLogger("backupplus.serve")
 CLEANUP_TIMEOUT_S = 10.0
+SECRET_FILE = "root.secret"  # in the state directory: the private Redis's root secret (0600)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -44,6 +48,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
         webhook_urls=tuple(args.webhook_url) if args.webhook_url else None,
         webhook_secret=args.webhook_secret,
         log_format=args.log_format,
+        internal_host=args.internal_host,
+        internal_port=args.internal_port,
+        internal_url=args.internal_url,
+        ops_host=args.ops_host,
+        ops_port=args.ops_port,
     )
 
 
@@ -51,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     try:
         return eventloop.run(_serve(settings, args.demo), settings.loop)
-    except (OSError, StoreMisconfigured, StateDirLocked, RedisServerError) as exc:
+    except (OSError, ValueError, StoreMisconfigured, StateDirLocked, RedisServerError, KeyRingError) as exc:
         print(f"backupplus serve: {exc}", file=sys.stderr)
         return 1
 
@@ -67,6 +76,8 @@ async def _serve(settings: Settings, demo: bool) -> int:
     if not settings.redis_url:
         private, settings = _start_private_redis(settings)
     try:
+        if private is not None and settings.root_secret() is None:
+            settings = settings.model_copy(update={"secret_file": await _state_dir_secret(settings)})
         settings = _with_operator_token(settings, demo)
         app = create_app(settings, media_plane=media_plane(in_process_node=settings.media))
         if private is not None:
@@ -79,6 +90,8 @@ async def _serve(settings: Settings, demo: bool) -> int:
             info = await load_demo(settings)
             print(f"demo: contract {info['contract']}, outage {info['outage']}")
             print(f"join link: {info['join_url']}")
+            if info["other_join_url"]:
+                print(f"a less important conference (priority 5), preempted first: {info['other_join_url']}")
         sys.stdout.flush()
         await stop.wait()
         await _drain_media(app, settings.drain_timeout_s)
@@ -110,6 +123,28 @@ def _start_private_redis(settings: Settings) -> tuple[PrivateRedis, Settings]:
     return private, settings.model_copy(update={"redis_url": private.url, "durability_wait_replicas": 0})
 
 
+async def _state_dir_secret(settings: Settings) -> Path:
+    """The root secret of serve's private Redis, kept beside its data (0600): made once, or adopted
+    from the key ring (or the earlier single secret) that Redis already holds, so the links sent
+    before stay valid and a lost ring is re-seeded from the file, never minted anew."""
+    path = settings.state_dir / SECRET_FILE
+    if path.exists():
+        return path
+    client = store_client(settings, decode_responses=False)
+    try:
+        root = await existing_root(client)
+    finally:
+        await client.aclose()
+    value = root if root is not None else secrets.token_hex(32).encode()
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(value + b"\n")
+    os.replace(tmp, path)
+    log.info("root secret kept in %s (%s)", path, "adopted from Redis" if root is not None else "new")
+    return path
+
+
 def _supervise_private_redis(
     app: web.Application, private: PrivateRedis, stop: asyncio.Event, failures: list[str]
 ) -> asyncio.Task[None]:
@@ -126,18 +161,23 @@ def _supervise_private_redis(
 
 
 def _with_operator_token(settings: Settings, demo: bool) -> Settings:
-    """Makes an operator token for this run when none is configured, and prints it."""
-    if not settings.operator_tokens:
+    """Makes an operator token for this run when none is configured (nor any hash), and prints it.
+    ``--demo`` prints a working token too: always a generated one, added for this run, never a
+    configured one (those are secrets the terminal and its scrollback need not see)."""
+    if not settings.operator_tokens and not settings.operator_token_hashes:
         token = new_operator_token()
         print(f"operator token (this run only; set BACKUPPLUS_OPERATOR_TOKENS to choose): {token}")
         return settings.model_copy(update={"operator_tokens": frozenset({token})})
     if demo:
-        print(f"operator token: {min(settings.operator_tokens)}")
+        token = new_operator_token()
+        print(f"operator token (demo, this run only; the configured ones work too): {token}")
+        return settings.model_copy(update={"operator_tokens": settings.operator_tokens | {token}})
     return settings
 
 
 def _print_addresses(settings: Settings) -> None:
-    print(f"api: {settings.base_url}/v1 (OpenAPI at {settings.base_url}/openapi.json, metrics at /metrics)")
+    ops = f"http://{settings.ops_host}:{settings.ops_port}" if settings.ops_port is not None else settings.base_url
+    print(f"api: {settings.base_url}/v1 (OpenAPI at {settings.base_url}/openapi.json, metrics at {ops}/metrics)")
     print(f"console: {settings.base_url}/console")
 
 

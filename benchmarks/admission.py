@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from infra.redisproc import RedisServer, free_port
 
-TOKEN = "bench-operator"
+TOKEN = "bench-operator-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Every broker of the benchmark: no per-conference rate limit, leases that outlast a measurement.
 BROKER_ENV = {"BACKUPPLUS_ADMISSION_RATE_BURST": "1000000", "BACKUPPLUS_ADMISSION_RATE_PER_S": "1000000",

@@ -330,7 +330,7 @@ def main() -> int:
             ap.error("--api needs --token")
         api, token = args.api.rstrip("/"), args.token
     else:
-        token = "bench-" + os.urandom(8).hex()
+        token = "bench-" + os.urandom(16).hex()
         tmp = tempfile.TemporaryDirectory(prefix="backupplus-bench-")
         proc, api = _start_server(token, Path(tmp.name))
     outs = []

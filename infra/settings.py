@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+MIN_OPERATOR_TOKEN_LEN = 32
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class Settings(BaseModel):
+    # A validation error never echoes a value: some are secrets (tokens, passwords in URLs).
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     redis_url: str | None = Field(None, description="Shared Redis; None: serve starts a private redis-server")
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = Field(None, description="Base URL in join links; default http://host:port")
     state_dir: Path = Path(".state")
+    # The deployment's root secret (every key is derived from it): given to every broker and media node
+    # (BACKUPPLUS_SECRET, or a 0600 file: BACKUPPLUS_SECRET_FILE). Unset: serve with its private Redis
+    # keeps one in its state directory; with a shared Redis a root is minted only into an empty store.
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
     operator_tokens: frozenset[str] = frozenset()
     hotline_phone: str = "+33 4 42 90 16 00"
     # Capacity per outage (contract clause 3-5).
@@ -140,6 +153,86 @@ class Settings(BaseModel):
             raise ValueError("--webhook-url needs --webhook-secret (or BACKUPPLUS_WEBHOOK_SECRET)")
         return self
 
+    # --- security (issue 15)
+    # Operator tokens may also be given as SHA-256 hex digests (BACKUPPLUS_OPERATOR_TOKEN_HASHES,
+    # comma-separated), so the configuration holds no usable secret. Configured tokens must be long.
+    operator_token_hashes: frozenset[str] = frozenset()
+    # The internal listener: the in-process media node's /internal routes (broker -> node calls), never
+    # on the public listener. Port 0: a free port. internal_url: what other brokers call (default
+    # http://internal_host:port); loopback by default, so only brokers on this machine reach the node.
+    internal_host: str = "127.0.0.1"
+    internal_port: int = Field(0, ge=0, le=65535)
+    internal_url: str | None = None
+    # A signed internal call is refused when its timestamp is further than this from the node's clock;
+    # its nonce is kept in Redis this long (SET NX PX) so a replay within the window is refused.
+    internal_max_skew_s: float = Field(60.0, gt=0)
+    # Ops routes (/metrics, /healthz, /readyz) on a listener of their own when ops_port is set; the
+    # public listener then has none of them. metrics_token: /metrics wants this bearer token.
+    ops_host: str = "127.0.0.1"
+    ops_port: int | None = Field(None, ge=0, le=65535)
+    metrics_token: SecretStr | None = None
+
+    @field_validator("operator_tokens")
+    @classmethod
+    def _long_operator_tokens(cls, value: frozenset[str]) -> frozenset[str]:
+        """A short operator token can be guessed; the message names no token (it may be a real one)."""
+        short = sorted(len(t) for t in value if len(t) < MIN_OPERATOR_TOKEN_LEN)
+        if short:
+            raise ValueError(
+                f"{len(short)} operator token(s) shorter than {MIN_OPERATOR_TOKEN_LEN} characters "
+                f"(length {', '.join(map(str, short))}): use random tokens of at least {MIN_OPERATOR_TOKEN_LEN} "
+                "characters (python3 -c 'import secrets; print(\"bpo_\" + secrets.token_urlsafe(24))'), "
+                "or leave BACKUPPLUS_OPERATOR_TOKENS unset and serve makes one"
+            )
+        return value
+
+    @field_validator("operator_token_hashes")
+    @classmethod
+    def _sha256_hex(cls, value: frozenset[str]) -> frozenset[str]:
+        bad = [h for h in value if not _SHA256_HEX.fullmatch(h)]
+        if bad:
+            raise ValueError(f"{len(bad)} operator token hash(es) are not SHA-256 hex digests (64 hex characters)")
+        return frozenset(h.lower() for h in value)
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_OPERATOR_TOKEN_LEN:
+            raise ValueError(f"the metrics token must be at least {MIN_OPERATOR_TOKEN_LEN} characters")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_OPERATOR_TOKEN_LEN:
+            raise ValueError(f"the root secret must be at least {MIN_OPERATOR_TOKEN_LEN} characters "
+                             "(python3 -c 'import secrets; print(secrets.token_hex(32))')")
+        return value
+
+    def root_secret(self) -> bytes | None:
+        """The configured root secret (``secret``, else the contents of ``secret_file``), or None.
+        A file readable by others, unreadable or too short raises ValueError with what to do."""
+        if self.secret is not None:
+            return self.secret.get_secret_value().encode()
+        if self.secret_file is None:
+            return None
+        path = self.secret_file
+        try:
+            mode = path.stat().st_mode
+            value = path.read_text().strip().encode()
+        except OSError as exc:
+            raise ValueError(f"cannot read the root secret file {path}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise ValueError(f"the root secret file {path} is readable by others: chmod 600 {path}")
+        if len(value) < MIN_OPERATOR_TOKEN_LEN:
+            raise ValueError(f"the root secret in {path} is shorter than {MIN_OPERATOR_TOKEN_LEN} characters")
+        return value
+
+    @property
+    def operator_digests(self) -> frozenset[str]:
+        """SHA-256 hex of every operator token: the configured ones and the configured hashes."""
+        return self.operator_token_hashes | {hashlib.sha256(t.encode()).hexdigest() for t in self.operator_tokens}
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Every field from ``BACKUPPLUS_<FIELD>`` when set (pydantic coerces the text), then the
@@ -149,7 +242,7 @@ class Settings(BaseModel):
             raw = os.environ.get(f"BACKUPPLUS_{name.upper()}")
             if raw is None or raw == "":
                 continue
-            if name == "operator_tokens":
+            if name in ("operator_tokens", "operator_token_hashes"):
                 values[name] = frozenset(t.strip() for t in raw.split(",") if t.strip())
             else:
                 values[name] = raw

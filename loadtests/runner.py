@@ -298,7 +298,7 @@ def main(argv: list[str]) -> int:
 
             redis_server = RedisServer().start()
             redis_url = redis_server.url
-            token = "lt-" + secrets.token_urlsafe(18)
+            token = "lt-" + secrets.token_urlsafe(24)
             _say(f"starting redis-server ({redis_url}), {args.brokers} broker(s) and {args.media_nodes} media node(s) ...")
             hosts = start_brokers(procs, max(1, args.brokers), redis_url, token, report, max(0, args.media_nodes),
                                   args.media_nice, rate_limited=args.rate_limit == "on")

@@ -31,7 +31,7 @@ from media.sdp import INBOUND_VIDEO_KBPS, cap_video_bandwidth, offered_kinds
 from media.tracks import AudioOutTrack, VideoOutTrack
 from quotas import nodes as registry
 from quotas.ledger import PortLedger
-from quotas.secret import shared_secret
+from quotas.secret import KeyStore
 
 log = logging.getLogger("backupplus.media.node")
 
@@ -53,7 +53,7 @@ class MediaNode:
         self.ledger: Any = None
         self.connect_timeout_s = settings.media_connect_s
         self.redis: Any = None
-        self.secret: bytes | None = None
+        self.keys: KeyStore | None = None  # the key ring: verifies the broker's signed calls
         self.sessions: dict[str, Session] = {}
         self.rooms: dict[str, Room] = {}
         self.draining = False
@@ -68,7 +68,7 @@ class MediaNode:
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self, redis: Any) -> MediaNode:
         self.redis = redis
-        self.secret = await shared_secret(redis)
+        self.keys = await KeyStore.load(redis, seed=self.settings.root_secret())
         self.ledger = PortLedger(redis)
         await self._publish()
         self._tasks = [
@@ -184,6 +184,7 @@ class MediaNode:
     ) -> dict[str, str]:
         """Answer a participant's offer (non-trickle: the answer carries every local candidate)."""
         offer = self._accept(participant, sdp_type)
+        await self._check_lease(offer)
         if offer.pid in self.sessions:  # a new offer from the same participant replaces its connection
             await self.close_participant(offer.pid, release=None, reason="replaced")
         session, room = self._open_session(offer)
@@ -221,6 +222,21 @@ class MediaNode:
         if not hosted and (len(self.hosted_outages()) + 1) * self.outage_ports > self.capacity:
             raise MediaNodeError("node_full", "no room for another outage", status=503)
         return offer
+
+    async def _check_lease(self, offer: Offer) -> None:
+        """The node answers only for a participant the ledger holds a live lease for, in the conference
+        and of the kind the offer names: whoever could call the node gets no media without a port."""
+        if self.ledger is None:
+            return
+        known = await self.ledger.participant(offer.outage, offer.pid)
+        if (
+            known is None
+            or known.lease_expires_ms is None
+            or known.state not in ("admitted", "connected")
+            or known.conference != offer.conference
+            or (known.kind or offer.kind) != offer.kind
+        ):
+            raise MediaNodeError("participant_gone", "the ledger holds no live port for this participant", status=410)
 
     def _open_session(self, offer: Offer) -> tuple[Session, Room]:
         """A peer connection for the participant, in its conference's room (made if needed)."""

@@ -7,7 +7,6 @@ is skipped and the outage placed again.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Collection
 from typing import Any
 
@@ -15,12 +14,12 @@ import aiohttp
 
 from infra.settings import Settings
 from media.errors import MediaNodeError, NoMediaNode
-from media.internal import OFFER_PATH, SIGNATURE_HEADER, sign
+from media.internal import OFFER_PATH, sign_request
 from quotas import nodes as registry
 from quotas import placement
 from quotas.errors import NoNodeAvailable
 from quotas.scripts import ScriptRunner
-from quotas.secret import shared_secret
+from quotas.secret import KeyStore
 
 RETRY_CODES = {"draining", "node_full", "node_stopping", "node_starting"}
 OFFER_TIMEOUT_S = 20.0
@@ -34,7 +33,7 @@ class MediaRouter:
         self.settings = settings or Settings()
         self.local_node = local_node
         self._session: aiohttp.ClientSession | None = None
-        self._secret: bytes | None = None
+        self._keys: KeyStore | None = None
         self._scripts: ScriptRunner | None = None
 
     def bind(self, redis: Any, settings: Settings, local_node: Any = None) -> None:
@@ -78,14 +77,16 @@ class MediaRouter:
         local = self.local_node
         if local is not None and node.node_id == local.node_id:
             return await local.handle_offer(participant, sdp, sdp_type)
-        if self._secret is None:
-            self._secret = await shared_secret(self.redis)
+        if self._keys is None:
+            self._keys = await KeyStore.load(self.redis, seed=self.settings.root_secret())
+        ring = await self._keys.fresh()
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=OFFER_TIMEOUT_S))
-        body = json.dumps(
-            {"participant": participant, "sdp": sdp, "type": sdp_type, "ts": int(time.time() * 1000)}
-        ).encode()
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self._secret, body)}
+        body = json.dumps({"participant": participant, "sdp": sdp, "type": sdp_type}).encode()
+        headers = {
+            "Content-Type": "application/json",
+            **sign_request(ring.signing_key("internal"), method="POST", path=OFFER_PATH, node_id=node.node_id, body=body),
+        }
         try:
             async with self._session.post(node.url + OFFER_PATH, data=body, headers=headers) as resp:
                 payload = await resp.json(content_type=None)

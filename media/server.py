@@ -21,6 +21,7 @@ from infra.settings import Settings
 from media import srtp
 from media.internal import add_internal_routes
 from media.node import MediaNode
+from quotas.secret import KeyRingError
 
 log = logging.getLogger("backupplus.media.server")
 
@@ -123,7 +124,11 @@ def main(argv: list[str]) -> int:
         print("backupplus media: --redis-url (or BACKUPPLUS_REDIS_URL) is required", file=sys.stderr)
         return 2
     srtp.install()  # this process is a media node: SRTP keeps the GIL (media.srtp)
-    return eventloop.run(serve(args), args.loop)
+    try:
+        return eventloop.run(serve(args), args.loop)
+    except (KeyRingError, ValueError) as exc:  # the key ring or the root secret (clear messages)
+        print(f"backupplus media: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -172,8 +172,15 @@ TICKET_REQUESTS = f"{PREFIX}:{{tickets}}:requests"
 TICKET_OUTCOMES = f"{PREFIX}:{{tickets}}:outcomes"
 # Sorted set ticket number -> received at (ms): every ticket.
 TICKETS = f"{PREFIX}:{{tickets}}:all"
-# Shared HMAC secret for join tokens and node-to-node calls (SET NX by the first broker).
+# The single shared secret of earlier versions; the key ring starts from it (quotas.secret).
 SECRET = f"{PREFIX}:secret"
+# String: the key ring JSON (root secrets, when each signs and until when it is accepted; quotas.secret).
+KEYRING = f"{PREFIX}:keyring"
+
+
+def internal_nonce(nonce: str) -> str:
+    """String: a nonce of a signed internal call, seen once (SET NX PX: a replay finds it)."""
+    return f"{PREFIX}:inonce:{nonce}"
 # Pub/sub channel for events media nodes act on (participant left or preempted, outage ended ...).
 EVENTS = f"{PREFIX}:events"
 # Sorted set media node id -> last heartbeat (ms).

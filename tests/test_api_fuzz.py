@@ -17,7 +17,7 @@ import pytest
 from infra.redisproc import RedisServer, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
-TOKEN = "fuzz-operator"
+TOKEN = "fuzz-operator-token-0123456789abcdef"
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from infra import logcontext, logsetup
 
 JOIN_TOKEN = "jt1.by1hYmNkZWYxMjM0NTYuYzAxMjM0NTY3.q2lYtCj5_SUDnKfl9QJ1fdBi"
-OPERATOR_TOKEN = "op-secret-long-enough-2024"
+OPERATOR_TOKEN = "op-secret-long-enough-2024-0123456789"
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = [pytest.mark.browser, pytest.mark.media, pytest.mark.timeout(120)]
 
-OPERATOR = "op-pages-test-token"
+OPERATOR = "op-pages-test-token-0123456789abcdef"
 HOTLINE = "+33 4 42 90 16 00"
 DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 SHOTS = os.environ.get("BACKUPPLUS_DOCS_SCREENSHOTS") == "1"

@@ -9,11 +9,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from api.appkeys import SECRET, SETTINGS
+from api.appkeys import KEYS, SETTINGS
 from api.auth import sign_join_token
 from api.pages import CSP, setup_pages
 from broker.contracts import REASON_CODES
 from infra.settings import Settings
+from quotas.secret import KeyRing, KeyStore
 
 SECRET_BYTES = b"s" * 32
 
@@ -22,7 +23,7 @@ SECRET_BYTES = b"s" * 32
 async def client():  # type: ignore[no-untyped-def]
     app = web.Application()
     app[SETTINGS] = Settings(hotline_phone='+33 1 23 <b>"45"</b>')
-    app[SECRET] = SECRET_BYTES
+    app[KEYS] = KeyStore(None, KeyRing.single(SECRET_BYTES))  # type: ignore[arg-type]  # no Redis: never reloaded
     setup_pages(app)
     async with TestClient(TestServer(app)) as c:
         yield c
@@ -68,7 +69,7 @@ def _assert_no_inline(text: str) -> None:
 
 
 async def test_join_page_valid_token(client) -> None:  # type: ignore[no-untyped-def]
-    token = sign_join_token(SECRET_BYTES, "o-0123456789ab.c01234567")
+    token = sign_join_token(KeyRing.single(SECRET_BYTES).signing_key("join"), "o-0123456789ab.c01234567")
     resp = await client.get(f"/join/{token}?name=Ann&kind=audio&autojoin=1")
     assert resp.status == 200
     assert resp.content_type == "text/html"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from broker.service import Broker
 
 from .. import models, problems
-from ..appkeys import BROKER, SECRET, SETTINGS
+from ..appkeys import BROKER, KEYS, SETTINGS
 from ..auth import Principal, authenticate, sign_join_token
 from ..problems import Problem
 
@@ -56,7 +56,7 @@ def idempotency_key(request: web.Request) -> str | None:
 
 
 def principal(request: web.Request) -> Principal:
-    return authenticate(request, request.app[SETTINGS].operator_tokens, request.app[SECRET])
+    return authenticate(request, request.app[SETTINGS].operator_digests, request.app[KEYS].ring)
 
 
 def broker(request: web.Request) -> Broker:
@@ -70,5 +70,5 @@ def operator(request: web.Request) -> Broker:
 
 def with_join_link(request: web.Request, doc: dict[str, Any]) -> dict[str, Any]:
     """A conference as an operator sees it: with its join token and link."""
-    token = sign_join_token(request.app[SECRET], doc["id"])
+    token = sign_join_token(request.app[KEYS].signing_key("join"), doc["id"])
     return {**doc, "join_token": token, "join_url": f"{request.app[SETTINGS].base_url}/join/{token}"}

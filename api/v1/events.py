@@ -10,7 +10,7 @@ from aiohttp import web
 from broker.outages import iso
 
 from .. import models, problems
-from ..appkeys import SECRET, SETTINGS
+from ..appkeys import KEYS, SETTINGS
 from ..auth import bearer_token, sign_stream_ticket
 from ..livefeed import serve_feed
 from ..openapi import EVENT_STREAM, doc, header, query
@@ -30,7 +30,7 @@ async def create_stream_ticket(request: web.Request) -> web.Response:
     broker = operator(request)
     settings = request.app[SETTINGS]
     expires = broker.clock() + timedelta(seconds=settings.sse_ticket_ttl_s)
-    ticket = sign_stream_ticket(request.app[SECRET], bearer_token(request), int(expires.timestamp() * 1000))
+    ticket = sign_stream_ticket(request.app[KEYS].signing_key("stream"), bearer_token(request), int(expires.timestamp() * 1000))
     return json_response({"ticket": ticket, "expires_at": iso(expires),
                           "events_url": f"{settings.base_url}/v1/events"}, status=201)
 

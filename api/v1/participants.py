@@ -12,7 +12,7 @@ from broker import errors
 from broker.participants import Admission
 
 from .. import models, problems
-from ..appkeys import MEDIA_GATEWAY, SECRET, TELEMETRY
+from ..appkeys import KEYS, MEDIA_GATEWAY, TELEMETRY
 from ..auth import sign_participant_token
 from ..openapi import doc, header
 from ..problems import Problem
@@ -33,7 +33,7 @@ def admitted(request: web.Request, admission: Admission) -> dict[str, Any]:
     p = admission.participant
     return {
         **p,
-        "participant_token": sign_participant_token(request.app[SECRET], p["id"]),
+        "participant_token": sign_participant_token(request.app[KEYS].signing_key("participant"), p["id"]),
         "ice_servers": [],
         "preempted": admission.preempted is not None,
     }
