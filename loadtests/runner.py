@@ -288,6 +288,8 @@ def main(argv: list[str]) -> int:
             hosts = [h.strip().rstrip("/") for h in args.target.split(",") if h.strip()]
             if not args.token or not args.redis_url:
                 raise SetupError("--target needs --token (operator) and --redis-url (for the cap watcher)")
+            if args.inject_cap_violation is not None:
+                raise SetupError("--inject-cap-violation corrupts the ledger: only for the brokers this command starts")
             token, redis_url = args.token, args.redis_url
             for h in hosts:
                 if _get(h + "/readyz", 5) != 200:
