@@ -12,7 +12,15 @@ and broker processes (no media plane) on loopback and prints, for 1 and 2 broker
 (d) the cost of ``--durability strict``: one broker on a primary with one replica, standard beside
     strict (each declare and admission WAITs for the replica), and one broker on a Redis that fsyncs
     each write (``appendfsync always``, what strict gives the private Redis); saturation and p50/p99
-    at 500 admissions/s offered, each (``--no-durability`` skips it).
+    at 500 admissions/s offered, each (``--no-durability`` skips it);
+(e) preemption: admission p50/p99 at ``--preempt-rate`` (default 200/s) offered, side by side in one run,
+    into outages with a free port (no preemption) and into full outages where each admission, to a
+    priority-1 conference, preempts a participant of a priority-5 conference (each cycle then leaves and
+    refills the outage, untimed); the answers' ``preempted`` flag tells how many really preempted.
+
+The brokers run with the per-conference admission rate limit lifted (BACKUPPLUS_ADMISSION_RATE_*: the
+benchmark pushes thousands of joins a second through a few links) and a long admission lease (the
+participants here never send an offer). Leaves use each participant's own ``participant_token``.
 """
 
 from __future__ import annotations
@@ -39,13 +47,17 @@ from infra.redisproc import RedisServer, free_port
 
 TOKEN = "bench-operator-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Every broker of the benchmark: no per-conference rate limit, leases that outlast a measurement.
+BROKER_ENV = {"BACKUPPLUS_ADMISSION_RATE_BURST": "1000000", "BACKUPPLUS_ADMISSION_RATE_PER_S": "1000000",
+              "BACKUPPLUS_ADMISSION_LEASE_S": "600"}
 
 BARE_SERVER = r"""
 import sys
 from aiohttp import web
 async def admit(request):
     await request.read()
-    return web.json_response({"id": "o-000000000000.p00000000", "kind": "audio"}, status=201)
+    return web.json_response({"id": "o-000000000000.p00000000", "kind": "audio", "participant_token": "p"},
+                             status=201)
 async def leave(request):
     return web.Response(status=204)
 async def ready(request):
@@ -70,7 +82,7 @@ def pct(values: list[float], p: float) -> float:
 
 def start_broker(redis_url: str, port: int, loop: str = "asyncio", **env_extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING", "BACKUPPLUS_LOOP": loop,
-           **env_extra}
+           **BROKER_ENV, **env_extra}
     return subprocess.Popen(
         [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--redis-url", redis_url, "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -91,8 +103,15 @@ async def healthy(base: str) -> None:
     raise RuntimeError(f"{base} did not come up")
 
 
-async def seed(base: str, outages: int, prefix: str = "") -> list[tuple[str, str]]:
-    """Contracts, outages and one conference each; returns (conference id, join token)."""
+def leave_headers(payload: dict) -> dict[str, str]:
+    """A participant leaves with its own token (a join token gets 403 there)."""
+    return {"Authorization": f"Bearer {payload['participant_token']}"}
+
+
+async def seed(base: str, outages: int, prefix: str = "",
+               conference_bodies: tuple[dict, ...] = ({"title": "bench"},)) -> list[tuple[str, str]]:
+    """Contracts, outages and their conferences (one per body); returns (conference id, join token),
+    outage by outage."""
     today = date.today()
     conferences = []
     async with aiohttp.ClientSession(headers=AUTH) as s:
@@ -107,12 +126,15 @@ async def seed(base: str, outages: int, prefix: str = "") -> list[tuple[str, str
             async with s.put(f"{base}/v1/contracts/{number}", json=contract) as r:
                 assert r.status in (200, 201), await r.text()
             async with s.post(f"{base}/v1/outages", json={"contract": number, "serial": f"S{i}",
-                                                          "ticket": {"priority": "urgent"}}) as r:
+                                                          "ticket": {"priority": "urgent", "site": "Aix", "contact": "J. Martin",
+                                                                     "description": "bench"}}) as r:
                 assert r.status == 201, await r.text()
                 outage = await r.json()
-            async with s.post(f"{base}/v1/outages/{outage['id']}/conferences", json={"title": "bench"}) as r:
-                conf = await r.json()
-            conferences.append((conf["id"], conf["join_token"]))
+            for body in conference_bodies:
+                async with s.post(f"{base}/v1/outages/{outage['id']}/conferences", json=body) as r:
+                    conf = await r.json()
+                    assert r.status == 201, conf
+                conferences.append((conf["id"], conf["join_token"]))
     return conferences
 
 
@@ -134,7 +156,7 @@ async def saturation(bases: list[str], conferences: list[tuple[str, str]], secon
                     payload = await r.json()
                     if r.status != 201:
                         raise RuntimeError(f"admission failed: {r.status} {payload}")
-                async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=h) as r:
+                async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=leave_headers(payload)) as r:
                     await r.read()
                 done += 1
 
@@ -164,7 +186,7 @@ async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: 
                         errors += 1
                         refused[str(r.status)] = refused.get(str(r.status), 0) + 1
                         return
-                async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=h) as r:
+                async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=leave_headers(payload)) as r:
                     await r.read()
             except aiohttp.ClientError as exc:
                 errors += 1
@@ -182,6 +204,102 @@ async def open_loop(bases: list[str], conferences: list[tuple[str, str]], rate: 
         await asyncio.gather(*tasks)
     ms = [x * 1000 for x in latencies]
     return {"p50": pct(ms, 50), "p99": pct(ms, 99), "n": len(ms), "errors": errors, "refused": refused}
+
+
+CAPACITY = {"audio": 8, "video": 10}
+HIGH, LOW = {"title": "crisis room", "priority": 1}, {"title": "all hands", "priority": 5}
+
+
+async def _admit(s: aiohttp.ClientSession, base: str, conference: tuple[str, str], kind: str) -> tuple[int, dict]:
+    cid, token = conference
+    async with s.post(f"{base}/v1/conferences/{cid}/participants", headers={"Authorization": f"Bearer {token}"},
+                      json={"display_name": "b", "kind": kind, "downgrade": False}) as r:
+        return r.status, await r.json()
+
+
+async def fill(base: str, pairs: list[tuple[tuple[str, str], tuple[str, str]]]) -> int:
+    """Every port of each outage taken by its priority-5 conference; returns how many were admitted."""
+    async with aiohttp.ClientSession() as s:
+        answers = await asyncio.gather(*(_admit(s, base, low, kind) for _, low in pairs
+                                         for kind, n in CAPACITY.items() for _ in range(n)))
+    return sum(1 for status, _ in answers if status == 201)
+
+
+async def preempting_open_loop(base: str, pairs: list[tuple[tuple[str, str], tuple[str, str]]], rate: float,
+                               seconds: float) -> dict:
+    """Admissions to the priority-1 conference of each outage at a fixed offered rate (audio and video in
+    turn), timed from the moment each was due; each cycle then leaves and asks a port for the priority-5
+    conference (untimed). Into full outages (``fill``): they are full of priority-5 participants, so each admission
+    preempts one, and that last call refills the port so that the next one preempts again. Otherwise the
+    admission finds a free port, and the last call is refused (the priority-5 conference has a ``max`` of
+    0): both cases make the same three calls per cycle, so the broker serves the same call rate."""
+    latencies: list[float] = []
+    preempting: list[float] = []
+    statuses: dict[str, int] = {}
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector) as s:
+
+        async def one(n: int, due: float) -> None:
+            high, low = pairs[n % len(pairs)]
+            kind = "audio" if (n // len(pairs)) % 2 == 0 else "video"
+            try:
+                status, payload = await _admit(s, base, high, kind)
+                ms = (time.perf_counter() - due) * 1000
+                latencies.append(ms)
+                key = f"{status} {payload.get('code', '')}".strip() + (" preempting" if payload.get("preempted") else "")
+                statuses[key] = statuses.get(key, 0) + 1
+                if status != 201:
+                    return
+                if payload.get("preempted"):
+                    preempting.append(ms)
+                async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=leave_headers(payload)) as r:
+                    await r.read()
+                await _admit(s, base, low, payload["kind"])
+            except aiohttp.ClientError as exc:
+                statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+
+        tasks = []
+        start = time.perf_counter()
+        for n in range(int(rate * seconds)):
+            due = start + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(n, due)))
+        await asyncio.gather(*tasks)
+    return {"latencies": latencies, "preempting": preempting, "answers": statuses}
+
+
+async def preemption_cost(base: str, args: argparse.Namespace) -> dict:
+    """(e): the same admissions at the same offered rate, with a free port and into full outages."""
+    out: dict = {"rate": args.preempt_rate}
+    free = await seed(base, args.outages, prefix="PF",
+                      conference_bodies=(HIGH, {**LOW, "max": {"audio": 0, "video": 0}}))
+    full = await seed(base, args.outages, prefix="PP", conference_bodies=(HIGH, LOW))
+    free_pairs = list(zip(free[::2], free[1::2], strict=True))
+    full_pairs = list(zip(full[::2], full[1::2], strict=True))
+    out["filled_ports"] = await fill(base, full_pairs)
+    setups = (("free port", free_pairs), ("full, preempting", full_pairs))
+    for _, pairs in setups:   # warm-up, untimed: the broker's first requests, the scripts' first calls
+        await preempting_open_loop(base, pairs, args.preempt_rate, 1.0)
+    runs: dict[str, dict] = {label: {"latencies": [], "preempting": [], "answers": {}} for label, _ in setups}
+    for _ in range(args.rounds):   # interleaved, so the machine's background load hits both alike
+        for label, pairs in setups:
+            r = await preempting_open_loop(base, pairs, args.preempt_rate, args.seconds)
+            runs[label]["latencies"] += r["latencies"]
+            runs[label]["preempting"] += r["preempting"]
+            for k, v in r["answers"].items():
+                runs[label]["answers"][k] = runs[label]["answers"].get(k, 0) + v
+    for label, r in runs.items():
+        lat, pre = r["latencies"], r["preempting"]
+        row = {"p50": pct(lat, 50), "p99": pct(lat, 99), "n": len(lat),
+               "preempting": {"p50": pct(pre, 50), "p99": pct(pre, 99), "n": len(pre)}, "answers": r["answers"]}
+        out[label] = row
+        print(f"(e) 1 broker at {args.preempt_rate:g}/s offered, {label}: admission p50 {row['p50']:.2f} ms  "
+              f"p99 {row['p99']:.2f} ms over {len(lat)}; of which preempting: {len(pre)} (p50 "
+              f"{row['preempting']['p50']:.2f} ms  p99 {row['preempting']['p99']:.2f} ms); answers {r['answers']}",
+              flush=True)
+    return out
 
 
 async def redis_round_trip(url: str, n: int = 3000) -> dict[str, float]:
@@ -217,26 +335,32 @@ async def commands_per_admission(url: str, base: str, conference: tuple[str, str
         for i in range(n):
             await marker.echo(f"bench-mark-{i}-begin")
             async with s.post(f"{base}/v1/conferences/{cid}/participants", json={"display_name": "c", "kind": "audio"}) as r:
-                pid = (await r.json())["id"]
+                payload = await r.json()
             await marker.echo(f"bench-mark-{i}-end")
-            async with s.delete(f"{base}/v1/participants/{pid}") as r:
+            async with s.delete(f"{base}/v1/participants/{payload['id']}", headers=leave_headers(payload)) as r:
                 await r.read()
     await asyncio.sleep(0.3)
     watcher.cancel()
     await asyncio.gather(watcher, return_exceptions=True)
-    counts, inside, names = [], None, []
+    counts, scripts, inside, names = [], [], None, []
+    window: list[str] = []
     for c in commands:
         if "bench-mark-" in c and c.endswith("-begin"):
-            inside = 0
+            inside, window = 0, []
         elif "bench-mark-" in c and c.endswith("-end") and inside is not None:
             counts.append(inside)
+            scripts.append(sum(1 for w in window if w in ("EVALSHA", "EVAL")))
             inside = None
         elif inside is not None:
             inside += 1
-            names.append(c.split(" ", 1)[0].upper())
+            window.append(c.split(" ", 1)[0].upper())
+            names.append(window[-1])
     await marker.aclose()
     await monitor_client.aclose()
+    # Background work of the brokers lands in the same windows (the audit feed's XREAD and its rescan of
+    # the outages after each event, the lease sweeper): the script calls are counted apart.
     return {"per_admission": statistics.median(counts), "max": max(counts),
+            "script_calls": statistics.median(scripts), "script_calls_max": max(scripts),
             "commands": ", ".join(sorted(set(names)))}
 
 
@@ -264,8 +388,9 @@ async def run(args: argparse.Namespace) -> dict:
         cmds = await commands_per_admission(redis_server.url, bases[0], conferences[0])
         results["redis_round_trips_per_admission"] = cmds
         print(f"Redis round trip (PING, redis-py asyncio): p50 {rtt['p50']:.3f} ms  p99 {rtt['p99']:.3f} ms", flush=True)
-        print(f"Redis round trips per admission (MONITOR): median {cmds['per_admission']:g}, max {cmds['max']} "
-              f"({cmds['commands']})", flush=True)
+        print(f"Redis round trips per admission (MONITOR): script calls median {cmds['script_calls']:g}, max "
+              f"{cmds['script_calls_max']}; all commands in the window median {cmds['per_admission']:g}, max "
+              f"{cmds['max']} ({cmds['commands']}: the others are the brokers' background work)", flush=True)
         # (a) saturation, interleaved rounds (bare, 1 broker, 2 brokers) so that the machine's
         # background load hits all three alike; medians reported.
         rates: dict[str, list[float]] = {"bare": [], "1": [], "2": []}
@@ -293,9 +418,23 @@ async def run(args: argparse.Namespace) -> dict:
                 row[f"open_loop_{offered}"] = lat
                 print(f"(b) {n} broker(s) at {offered}/s offered: admission p50 {lat['p50']:.2f} ms  "
                       f"p99 {lat['p99']:.2f} ms  ({lat['n']} admissions, {lat['errors']} not admitted)", flush=True)
+        if args.preemption:
+            results["preemption"] = await preemption_cost(bases[0], args)
     if args.durability:
         results["durability"] = await durability_cost(args)
     return results
+
+
+async def run_preemption_only(args: argparse.Namespace) -> dict:
+    with ExitStack() as stack:
+        redis_server = RedisServer().start()
+        stack.callback(redis_server.stop)
+        port = free_port()
+        proc = start_broker(redis_server.url, port, args.loop)
+        stack.callback(proc.terminate)
+        base = f"http://127.0.0.1:{port}"
+        await healthy(base)
+        return {"machine": {"cores": os.cpu_count()}, "loop": args.loop, "preemption": await preemption_cost(base, args)}
 
 
 async def durability_cost(args: argparse.Namespace) -> dict:
@@ -343,8 +482,14 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     parser.add_argument("--no-durability", dest="durability", action="store_false",
                         help="skip (d), the cost of --durability strict")
+    parser.add_argument("--preempt-rate", type=float, default=200.0,
+                        help="(e): admissions/s offered with and without preemption (default 200)")
+    parser.add_argument("--no-preemption", dest="preemption", action="store_false",
+                        help="skip (e), admission latency with preemption beside without")
+    parser.add_argument("--only-preemption", action="store_true",
+                        help="run (e) alone (its own redis-server and one broker)")
     args = parser.parse_args()
-    results = asyncio.run(run(args))
+    results = asyncio.run(run_preemption_only(args) if args.only_preemption else run(args))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

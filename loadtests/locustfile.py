@@ -4,17 +4,23 @@ Users
 * ``HotlineUser`` (one): declares outages, adds conferences, extends windows, restores outages, polls the
   outage list and checks that a second declare on the same contract answers 409 outage_already_active.
 * ``ParticipantUser`` (the crowd): meetings of 1-6 people joining one conference at once, mixed video and
-  audio, with and without downgrade, holding their ports for a while then leaving (DELETE). Popularity is
-  skewed so a few outages are saturated (409 capacity_exhausted, downgrades) and the offered rate has
-  periodic bursts. A few meetings knock on conferences of restored outages: they must get 410.
+  audio, with and without downgrade, holding their ports for a while then leaving (DELETE with each
+  participant's own ``participant_token``). Conferences are of mixed importance (priorities 1, 3, 5:
+  ``scenario.LOAD_CONFERENCES``) and popularity is skewed so a few outages are saturated (409
+  capacity_exhausted, downgrades, preemptions) and the offered rate has periodic bursts. A few meetings
+  knock on conferences of restored outages: they must get 410. 429 rate_limited is expected only with
+  ``--bp-rate-limited`` (the brokers kept their per-conference admission rate limit).
 * ``MediaUser`` (a few): real WebRTC peers (aiortc, in a child process: see media_client.py) that join,
   send 480p video and measure the time to the first remote frame.
 
 Custom statistics (locust's own tables, CSVs and HTML report):
 ``ADMIT <granted kind>``, ``REFUSE <status code kind>``, ``MEDIA time to first frame`` and friends.
+Besides, every admission answer is tallied by outcome (``scenario.admission_outcome``); workers send
+their tallies with their stats reports and the master writes the sum into the summary (``tally``), which
+the runner compares with the outages' audit trails.
 
 The master (or the single local process) sets the scene on test start: contracts, ``--bp-outages``
-outages with three conferences each (one with a reserve) and one media conference per media user, then
+outages with three conferences each (priorities 1, 3, 5) and one media conference per media user, then
 sends the pool to every worker; the hotline's changes travel worker -> master -> all workers.
 
 Plain locust, several machines (see docs/PERFORMANCE.md)::
@@ -34,6 +40,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from typing import Any
 
 import gevent
@@ -47,7 +54,10 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtests.scenario import (
     ADMISSION_NAME,
     ADMIT_TYPE,
+    CHURN_CONFERENCES,
     LEAVE_NAME,
+    LOAD_CONFERENCES,
+    MEDIA_PRIORITY,
     MEDIA_TYPE,
     REFUSE_TYPE,
     SLO_ADMISSION_NAME,
@@ -56,6 +66,7 @@ from loadtests.scenario import (
     Conference,
     LoadShape,
     Pool,
+    admission_outcome,
     contract_body,
     cycle_seconds,
     declare_body,
@@ -73,6 +84,14 @@ POOL_READY = gevent.event.Event()
 SETUP: dict[str, Any] = {"error": None, "seconds": None}
 _host_counter = itertools.count()
 _media_counter = itertools.count()
+# Admission answers by outcome (scenario.admission_outcome): this process's since its last report to the
+# master (workers), and the sum of all processes (the master, or the single local process).
+TALLY: Counter[str] = Counter()
+TOTAL_TALLY: Counter[str] = Counter()
+
+
+def tally(keys: list[str]) -> None:
+    TALLY.update(keys)
 
 
 # --- options -----------------------------------------------------------------------------------------
@@ -106,6 +125,9 @@ def _options(parser: Any) -> None:
     g.add_argument("--bp-summary", default="", help="master: write a JSON summary here on quit")
     g.add_argument("--bp-progress", default="", help="master: rewrite a JSON progress file every 2 s")
     g.add_argument("--bp-cleanup", action="store_true", help="master: restore this run's outages on quit")
+    g.add_argument("--bp-rate-limited", action="store_true",
+                   help="the brokers keep their per-conference admission rate limit: 429 rate_limited (with "
+                        "Retry-After) is an expected refusal, not an error")
 
 
 def _opt(env: Any, name: str, default: Any = None) -> Any:
@@ -186,6 +208,25 @@ def _on_init(environment: Any, **_kw: Any) -> None:
         runner.register_message("bp_pool_request", on_request)
     elif isinstance(runner, WorkerRunner):
         runner.register_message("bp_pool", lambda environment, msg, **_: _apply(msg.data))
+
+
+@events.report_to_master.add_listener
+def _tally_to_master(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    data["bp_tally"] = dict(TALLY)
+    TALLY.clear()
+
+
+@events.worker_report.add_listener
+def _tally_from_worker(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
+    TOTAL_TALLY.update(data.get("bp_tally") or {})
+
+
+def total_tally(env: Any) -> dict[str, int]:
+    """The admission outcomes of every process (a worker's own never reach here: they went to the master)."""
+    if not isinstance(env.runner, MasterRunner):
+        TOTAL_TALLY.update(TALLY)
+        TALLY.clear()
+    return dict(TOTAL_TALLY)
 
 
 def wait_for_pool(user: User) -> None:
@@ -269,20 +310,19 @@ def _set_scene(env: Any) -> dict[str, Any]:
 
     stable = pool.map(declare, contracts[:n_out])
 
-    def conf(args: tuple[str, str, dict[str, int] | None]) -> Conference:
-        oid, title, reserve = args
-        body: dict[str, Any] = {"title": title, "priority": 1 if reserve else 2}
+    def conf(args: tuple[str, str, int, dict[str, int] | None]) -> Conference:
+        oid, title, priority, reserve = args
+        body: dict[str, Any] = {"title": title, "priority": priority}
         if reserve:
             body["reserve"] = reserve
         _, c = call("POST", f"/v1/outages/{oid}/conferences", (201,), json=body)
-        return Conference(str(c["id"]), oid, str(c["join_token"]), title)
+        return Conference(str(c["id"]), oid, str(c["join_token"]), title, priority=priority)
 
-    jobs: list[tuple[str, str, dict[str, int] | None]] = []
+    jobs: list[tuple[str, str, int, dict[str, int] | None]] = []
     for oid in stable:
-        jobs += [(oid, "Daily stand-up", None), (oid, "Board meeting", {"audio": 1, "video": 2}),
-                 (oid, "Customer support", None)]
-    media_jobs = [(stable[i % len(stable)], "Media probe", {"video": int(_opt(env, "bp_media_peers", 2))})
-                  for i in range(n_media)]
+        jobs += [(oid, title, prio, reserve) for title, prio, reserve in LOAD_CONFERENCES]
+    media_jobs = [(stable[i % len(stable)], "Media probe", MEDIA_PRIORITY,
+                   {"video": int(_opt(env, "bp_media_peers", 2))}) for i in range(n_media)]
     confs = pool.map(conf, jobs)
     media = pool.map(conf, media_jobs)
     for c in media:
@@ -364,6 +404,7 @@ def write_summary(env: Any, path: str) -> None:
         "start": total.start_time, "end": total.last_request_timestamp,
         "outages": {"stable": POOL.stable, "churn": POOL.churn, "ended": list(POOL.ended)},
         "run_id": SETUP.get("run_id"),
+        "tally": total_tally(env),
     }
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
@@ -392,7 +433,7 @@ class ParticipantUser(_BrokerUser):
         super().__init__(environment)
         self.shape = _shape(environment)
         self._next = 0.0
-        self.held: dict[str, str] = {}   # participant id -> join token
+        self.held: dict[str, str] = {}   # participant id -> its participant token
 
     def wait_time(self) -> float:  # type: ignore[override]
         return max(0.0, self._next - time.monotonic())
@@ -426,7 +467,7 @@ class ParticipantUser(_BrokerUser):
         if admitted:
             hold = self.rng.uniform(0.3, 0.7) * cycle
             gevent.sleep(max(0.0, start + hold - time.monotonic()))
-            gevent.joinall([gevent.spawn(self._leave, pid, conf.token) for pid in admitted])
+            gevent.joinall([gevent.spawn(self._leave, pid, self.held.get(pid, "")) for pid in admitted])
 
     def _join(self, conf: Conference, kind: str, downgrade: bool, must_be_ended: bool) -> str | None:
         body = {"display_name": f"load {self.rng.randrange(10**6)}", "kind": kind, "downgrade": downgrade}
@@ -434,26 +475,29 @@ class ParticipantUser(_BrokerUser):
         with self.client.post(f"/v1/conferences/{conf.id}/participants", json=body, name=ADMISSION_NAME,
                               headers={"Authorization": f"Bearer {conf.token}"}, catch_response=True) as r:
             ms = (time.perf_counter() - t0) * 1000
-            status = r.status_code
+            status = r.status_code or 0
+            data = _problem(r)
+            tally(admission_outcome(status, data.get("code"), kind, data.get("kind"), bool(data.get("preempted"))))
             if _elapsed() >= float(_opt(self.environment, "bp_warmup", 0.0)):
                 _fire(self.environment, SLO_TYPE, SLO_ADMISSION_NAME, ms)
             if status == 201:
-                data = _problem(r)
-                pid, granted = data.get("id"), data.get("kind")
-                if pid:
-                    self.held[str(pid)] = conf.token
+                pid, granted, ptoken = data.get("id"), data.get("kind"), data.get("participant_token")
+                if pid and ptoken:
+                    self.held[str(pid)] = str(ptoken)
                 if must_be_ended:
                     r.failure(f"admitted into conference {conf.id} of a restored outage")
-                elif not pid or granted not in ("video", "audio"):
-                    r.failure(f"201 without id/kind: {data}")
+                elif not pid or granted not in ("video", "audio") or not ptoken:
+                    r.failure(f"201 without id/kind/participant_token: {data}")
                 elif granted != kind and not (kind == "video" and granted == "audio" and downgrade):
                     r.failure(f"asked {kind} (downgrade={downgrade}), granted {granted}")
                 else:
                     r.success()
                     label = granted if granted == kind else "video->audio (downgraded)"
                     _fire(self.environment, ADMIT_TYPE, label, ms)
-                return str(pid) if pid else None
-            code = _problem(r).get("code")
+                    if data.get("preempted"):
+                        _fire(self.environment, ADMIT_TYPE, f"{granted} (preempting)", ms)
+                return str(pid) if pid and ptoken else None
+            code = data.get("code")
             if status == 409 and code == "capacity_exhausted" and not must_be_ended:
                 if not r.headers.get("Retry-After"):
                     r.failure("409 capacity_exhausted without Retry-After")
@@ -463,6 +507,12 @@ class ParticipantUser(_BrokerUser):
             elif status == 410 and code == "outage_ended" and (must_be_ended or conf.outage not in POOL.stable):
                 r.success()
                 _fire(self.environment, REFUSE_TYPE, "410 outage_ended", ms)
+            elif status == 429 and code == "rate_limited" and _opt(self.environment, "bp_rate_limited", False):
+                if not r.headers.get("Retry-After"):
+                    r.failure("429 rate_limited without Retry-After")
+                else:
+                    r.success()
+                    _fire(self.environment, REFUSE_TYPE, "429 rate_limited", ms)
             else:
                 r.failure(f"{status} {code or ''}".strip() + (" (outage was restored: 410 expected)"
                                                              if must_be_ended else ""))
@@ -497,6 +547,7 @@ class HotlineUser(_BrokerUser):
     def __init__(self, environment: Any) -> None:
         super().__init__(environment)
         self.mine: dict[str, tuple[str, float]] = {}   # outage -> (contract, declared at)
+        self.retrying: set[str] = set()                 # outages whose restore failed once
         self.h = _op_headers(environment)
 
     def on_start(self) -> None:
@@ -531,8 +582,8 @@ class HotlineUser(_BrokerUser):
             oid = str(_problem(r)["id"])
         self.mine[oid] = (c["number"], time.monotonic())
         confs = []
-        for title, reserve in (("Crisis room", {"audio": 2, "video": 2}), ("Team call", None)):
-            body: dict[str, Any] = {"title": title}
+        for title, priority, reserve in CHURN_CONFERENCES:
+            body: dict[str, Any] = {"title": title, "priority": priority}
             if reserve:
                 body["reserve"] = reserve
             with self.client.post(f"/v1/outages/{oid}/conferences", json=body, headers=self.h,
@@ -541,17 +592,24 @@ class HotlineUser(_BrokerUser):
                     r.failure(f"{r.status_code} {_problem(r).get('code', '')}")
                     continue
                 d = _problem(r)
-                confs.append(Conference(str(d["id"]), oid, str(d["join_token"]), title).to_json())
+                confs.append(Conference(str(d["id"]), oid, str(d["join_token"]), title,
+                                        priority=priority).to_json())
         publish(self.environment, {"op": "add", "outage": oid, "confs": confs})
 
     def _restore(self, oid: str) -> None:
         with self.client.post(f"/v1/outages/{oid}/restore", headers=self.h, json={},
                               name="POST /v1/outages/[id]/restore", catch_response=True) as r:
-            if r.status_code != 200:
-                r.failure(f"{r.status_code} {_problem(r).get('code', '')}")
+            code = _problem(r).get("code", "")
+            if r.status_code == 409 and code == "outage_not_active" and oid in self.retrying:
+                r.success()   # an earlier attempt restored it but its answer was lost (503)
+            elif r.status_code != 200:
+                r.failure(f"{r.status_code} {code}")
+                self.retrying.add(oid)
+                return   # not restored, or not known to be: it stays ours, tried again at the next turn
             elif _problem(r).get("state") not in (None, "restored"):
                 r.failure(f"state after restore: {_problem(r).get('state')}")
         self.mine.pop(oid, None)
+        self.retrying.discard(oid)
         # only now: a meeting told that this outage ended must get 410
         publish(self.environment, {"op": "end", "outage": oid})
 
@@ -650,6 +708,9 @@ class MediaUser(User):
             raise RuntimeError("media client exited")
         env = self.environment
         for peer in json.loads(line)["peers"]:
+            # a probe whose join got no answer (exception) may still have been decided: "unknown"
+            tally(admission_outcome(int(peer.get("join_status") or 0), peer.get("join_code"), "video",
+                                    peer.get("granted"), bool(peer.get("preempting"))))
             if "join_ms" in peer:
                 _fire(env, MEDIA_TYPE, "join (video, no downgrade)", peer["join_ms"],
                       None if peer.get("join_status") == 201 else Exception(peer.get("error")))

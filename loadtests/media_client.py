@@ -2,7 +2,7 @@
 
 Protocol: one JSON job per line on stdin, one JSON result per line on stdout. A job joins ``peers``
 video participants to one conference at once; each sends a synthetic 640x480 VP8 stream (non-trickle
-offer, ICE gathered before sending), waits for its first decoded remote video frame, keeps receiving
+offer, ICE gathered before sending, with the participant token the admission returned), waits for its first decoded remote video frame, keeps receiving
 for ``hold`` seconds, then closes and DELETEs its participant. Per peer the result carries the time
 from the join request to the first remote frame (``ttff_ms``), the join and offer/answer latencies,
 frames received and the largest frame height seen.
@@ -113,11 +113,17 @@ async def _peer(session: aiohttp.ClientSession, job: dict[str, Any], index: int)
             body = await r.json(content_type=None)
             res["join_ms"] = (time.monotonic() - t0) * 1000
             res["join_status"] = r.status
+            if isinstance(body, dict):
+                res["join_code"] = body.get("code")
+                res["granted"] = body.get("kind")
+                res["preempting"] = bool(body.get("preempted"))
             if r.status != 201:
                 res["error"] = f"join {r.status} {body.get('code') if isinstance(body, dict) else body}"
                 return res
         pid = body["id"]
         res["participant"] = pid
+        # from now on the participant acts alone, with its own token (the join token gets 403 there)
+        auth = {"Authorization": f"Bearer {body['participant_token']}"}
 
         first_frame: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         stats = {"frames": 0, "max_height": 0, "width": 0}

@@ -40,7 +40,10 @@ def _entry(summary: dict[str, Any], rtype: str, name: str) -> dict[str, Any] | N
 
 
 def evaluate(summary: dict[str, Any], violations: list[Any], slo: Slo, media_users: int,
-             watcher_info: dict[str, Any] | None = None) -> list[Verdict]:
+             watcher_info: dict[str, Any] | None = None, trail: dict[str, Any] | None = None,
+             accounting: Any = None) -> list[Verdict]:
+    """The run's verdicts; ``trail`` (CapWatcher.trail_summary) and ``accounting`` (audit.Accounting) add
+    the audit-trail checks: preemption order and locust's counts against the trail."""
     out: list[Verdict] = []
     if summary.get("setup_error"):
         out.append(Verdict("setup", False, f"the scene could not be set: {summary['setup_error']}"))
@@ -73,20 +76,31 @@ def evaluate(summary: dict[str, Any], violations: list[Any], slo: Slo, media_use
     if n_fail:
         top = "; ".join(f"{e['type']} {e['name']}: {e['error']} x{e['occurrences']}"
                         for e in sorted(fails, key=lambda e: -e["occurrences"])[:5])
-        out.append(Verdict("errors", False, f"{n_fail} unexpected responses/errors (only 409 capacity_exhausted "
-                                            f"and 410 outage_ended are expected): {top}"))
+        out.append(Verdict("errors", False, f"{n_fail} unexpected responses/errors (only 409 capacity_exhausted, "
+                                            f"410 outage_ended and, with the rate limit on, 429 rate_limited are "
+                                            f"expected): {top}"))
     else:
-        out.append(Verdict("errors", True, "none besides the expected 409/410 refusals"))
+        out.append(Verdict("errors", True, "none besides the expected refusals"))
     by_check: dict[str, list[Any]] = {}
     for v in violations:
         by_check.setdefault(v.check, []).append(v)
     labels = {"cap": "cap violation", "metrics-cap": "cap violation seen in /metrics",
               "negative": "negative ports", "metrics-mismatch": "/metrics disagrees with the ledger",
-              "leak": "port leak", "metrics-unreachable": "/metrics unreachable"}
+              "leak": "port leak", "metrics-unreachable": "/metrics unreachable",
+              "preemption-order": "preemption order"}
     for check, vs in by_check.items():
         detail = "; ".join(str(v) for v in vs[:5]) + (f"; and {len(vs) - 5} more" if len(vs) > 5 else "")
         out.append(Verdict(labels.get(check, check), False, detail))
-    if not by_check:
+    if trail is not None and "preemption-order" not in by_check:
+        n = trail.get("preemptions", 0)
+        out.append(Verdict("preemption order", True,
+                           (f"{n} preemption(s) in the audit trails of {trail.get('outages_with_preemptions', 0)} of "
+                            f"{trail.get('outages', 0)} outages, each of a strictly less important conference above "
+                            f"its reserve, the least important one first, its latest participant")
+                           if n else f"no preemption in the audit trails of {trail.get('outages', 0)} outages"))
+    if accounting is not None:
+        out.append(Verdict("audit trail", bool(accounting.ok), accounting.detail))
+    if not set(by_check) - {"preemption-order"}:
         wi = watcher_info or {}
         out.append(Verdict("caps and leaks", True,
                            f"caps held in {wi.get('samples', '?')} ledger samples and {wi.get('scrapes', '?')} "

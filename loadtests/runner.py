@@ -6,6 +6,11 @@ headless, watches the caps, enforces the SLOs and writes a report.
 
 Exit status: 0 all SLOs and checks passed; 1 a breach (named on the last lines); 2 the run could not
 be set up (redis-server, brokers or locust did not come up).
+
+The brokers it starts run with the per-conference admission rate limit lifted (the load is thousands
+of joins a second through a few dozen links, not people joining meetings); ``--rate-limit on`` keeps
+the configured limit, and 429 rate_limited then counts as an expected refusal. ``--inject-cap-violation``
+proves the cap watcher end to end: it corrupts the ledger in Redis behind the brokers' back.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 # After --duration s of load, users start nothing new and leave; locust stops DRAIN_S s later.
 DRAIN_S = 7.0
+# The admission rate limit of the brokers started with --rate-limit lifted: burst and tokens a second.
+LIFTED_RATE = 1_000_000
 
 
 class SetupError(RuntimeError):
@@ -93,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-outages", action="store_true",
                    help="with --target: leave this run's outages active (default: restore them)")
     p.add_argument("--locust-arg", action="append", default=[], help="extra argument passed to locust (repeat)")
+    p.add_argument("--rate-limit", choices=("lifted", "on"), default="lifted",
+                   help="the brokers' per-conference admission rate limit (default lifted: the brokers started "
+                        f"here get BACKUPPLUS_ADMISSION_RATE_*={LIFTED_RATE}); on: as configured, 429 rate_limited "
+                        "is then an expected refusal (always so with --target)")
+    p.add_argument("--inject-cap-violation", type=float, default=None, metavar="SECONDS",
+                   help="self-check of the watcher: SECONDS into the load, write fake leases past the video cap "
+                        "of the busiest outage straight into Redis (they expire when the load ends); the run "
+                        "must then FAIL with 'cap violation'")
     return p
 
 
@@ -167,9 +182,11 @@ def media_command(redis_url: str, port: int) -> list[str]:
 
 
 def start_brokers(procs: Procs, n: int, redis_url: str, token: str, report: Path, media_nodes: int = 0,
-                  media_nice: int = 0, timeout: float = 60.0) -> list[str]:
+                  media_nice: int = 0, timeout: float = 60.0, rate_limited: bool = False) -> list[str]:
     env = dict(os.environ, BACKUPPLUS_OPERATOR_TOKENS=token, PYTHONUNBUFFERED="1")
     env.setdefault("BACKUPPLUS_MEDIA_REMOTE_CANDIDATES", "loopback")  # the media clients run on this machine
+    if not rate_limited:
+        env.update(BACKUPPLUS_ADMISSION_RATE_BURST=str(LIFTED_RATE), BACKUPPLUS_ADMISSION_RATE_PER_S=str(LIFTED_RATE))
     env.pop("BACKUPPLUS_REDIS_URL", None)
     for i in range(media_nodes):
         procs.start(f"media-{i}", media_command(redis_url, _free_port()), report / f"media-{i}.log",
@@ -207,6 +224,8 @@ def locust_command(args: argparse.Namespace, hosts: list[str], report: Path, mas
            "--bp-burst-factor", str(args.burst_factor),
            "--bp-warmup", str(warmup_seconds(args)),
            "--bp-summary", str(report / "locust_summary.json"), "--bp-progress", str(report / "progress.json")]
+    if args.rate_limit == "on" or args.target:
+        cmd.append("--bp-rate-limited")
     n_workers = args.workers + args.expect_workers
     if n_workers > 0:
         cmd += ["--master", "--master-bind-host", args.master_bind_host, "--master-bind-port", str(master_port),
@@ -270,6 +289,8 @@ def main(argv: list[str]) -> int:
             hosts = [h.strip().rstrip("/") for h in args.target.split(",") if h.strip()]
             if not args.token or not args.redis_url:
                 raise SetupError("--target needs --token (operator) and --redis-url (for the cap watcher)")
+            if args.inject_cap_violation is not None:
+                raise SetupError("--inject-cap-violation corrupts the ledger: only for the brokers this command starts")
             token, redis_url = args.token, args.redis_url
             for h in hosts:
                 if _get(h + "/readyz", 5) != 200:
@@ -283,7 +304,7 @@ def main(argv: list[str]) -> int:
             token = "lt-" + secrets.token_urlsafe(24)
             _say(f"starting redis-server ({redis_url}), {args.brokers} broker(s) and {args.media_nodes} media node(s) ...")
             hosts = start_brokers(procs, max(1, args.brokers), redis_url, token, report, max(0, args.media_nodes),
-                                  args.media_nice)
+                                  args.media_nice, rate_limited=args.rate_limit == "on")
             where = (f"{len(hosts)} local broker(s) {', '.join(hosts)}, "
                      + (f"{args.media_nodes} standalone media node(s)" if args.media_nodes > 0
                         else "in-process media nodes"))
@@ -314,7 +335,14 @@ def main(argv: list[str]) -> int:
         tty = sys.stdout.isatty()
         limit = args.duration + DRAIN_S + 180 + (120 if args.expect_workers else 0)
         next_line = time.monotonic() + 5
+        inject_at = None if args.inject_cap_violation is None else t_load + args.inject_cap_violation
         while master.poll() is None:
+            if inject_at is not None and time.monotonic() >= inject_at:
+                # once the scene is set and participants hold ports (on a busy machine, later than asked)
+                done = inject_cap_violation(watcher.redis, max(3.0, args.duration - (args.inject_cap_violation or 0.0)))
+                if done:
+                    inject_at = None
+                    _say("injecting a cap violation: " + done)
             if time.monotonic() - t_load > limit:
                 _say(f"locust still running {limit:.0f} s after start: stopping it")
                 procs.stop(master, 20)
@@ -340,7 +368,12 @@ def main(argv: list[str]) -> int:
 
         # 4. end-of-run checks: quiet agreement with /metrics, then leaks once the lease has passed
         _say("load stopped; checking /metrics against the quiet ledger and waiting for every port to be free ...")
-        violations = watcher.finish(users_gone_at, args.lease)
+        outages = summary.get("outages", {})
+        run_outages = [o for part in ("stable", "churn", "ended") for o in outages.get(part, [])]
+        violations = watcher.finish(users_gone_at, args.lease, outages=run_outages)
+        prefix = f"LT-{summary['run_id']}-" if summary.get("run_id") else None
+        trail = watcher.trail_summary(run_outages, prefix)
+        accounting = watcher.account_trails(summary.get("tally") or {}, run_outages, prefix)
         watcher.stop()
         watcher.dump(str(report / "watcher.json"))
         if args.target and not args.keep_outages:
@@ -358,7 +391,7 @@ def main(argv: list[str]) -> int:
     # 5. verdicts, summary, plot
     slo = Slo(args.slo_admission_p99_ms, args.slo_ttff_p95_ms)
     verdicts = evaluate(summary, violations, slo, args.media_users,
-                        {"samples": watcher.samples, "scrapes": watcher.metrics_ok})
+                        {"samples": watcher.samples, "scrapes": watcher.metrics_ok}, trail, accounting)
     peaks = watcher.peak_summary()
     adm = next((e for e in summary.get("entries", []) if e["name"] == ADMISSION_NAME and e["type"] == "POST"), None)
     server = watcher.server_admission_quantiles(adm["requests"] if adm else None)
@@ -386,12 +419,55 @@ def main(argv: list[str]) -> int:
     (report / "summary.json").write_text(json.dumps({
         "args": {k: v for k, v in vars(args).items() if k != "token"},
         "verdicts": [v.__dict__ for v in verdicts], "peaks": peaks, "server_admission_ms": server, "cpu": cpu,
+        "audit_trail": {**trail, "locust": accounting.locust, "trail": accounting.trail},
         "locust": summary, "passed": not failed, "wall_seconds": round(time.monotonic() - t_start, 1),
     }, indent=1, default=str))
     _say("")
     _say(text)
     _say(f"(whole run {time.monotonic() - t_start:.0f} s)")
     return 0 if not failed else 1
+
+
+def inject_cap_violation(client: Any, expire_in_s: float) -> str | None:
+    """Corrupts the ledger as a bug would: fake leases past the video cap of the busiest active outage,
+    written straight into its keys (quotas.keys.ledger_keys; consistent with each other, as
+    quotas/lua/_lib.lua keeps them, so neither an admission's derive_use nor the broker's audit "repairs"
+    them away: they are counted as ports in use). They belong to the outage's most important conference
+    (never a preemption victim) and expire after ``expire_in_s``: the brokers' own sweeper then reclaims
+    them, so the run's leak check is not what catches them. Returns what it did, None when no outage
+    with a conference has a port in use yet (the load has not started)."""
+    from quotas import keys
+
+    best: tuple[int, str] | None = None
+    for oid in client.smembers(keys.ACTIVE_OUTAGES):
+        oid = oid.decode() if isinstance(oid, bytes) else str(oid)
+        use = int(client.hget(keys.in_use(oid), "video") or 0)
+        if use > 0 and client.hlen(keys.conferences(oid)) and (best is None or use > best[0]):
+            best = (use, oid)
+    if best is None:
+        return None
+    oid = best[1]
+    prios = {(c.decode() if isinstance(c, bytes) else str(c)): int(p) for c, p in client.hgetall(keys.priorities(oid)).items()}
+    conf = min(prios, key=lambda c: (prios[c], c)) if prios else str(next(iter(client.hkeys(keys.conferences(oid)))))
+    if isinstance(conf, bytes):
+        conf = conf.decode()
+    cap = int(client.hget(keys.capacity(oid), "video") or 0)
+    n = cap + 2   # past the cap by themselves: however many real participants leave meanwhile
+    sec, usec = client.time()
+    expiry = int(sec) * 1000 + int(usec) // 1000 + int(expire_in_s * 1000)
+    pipe = client.pipeline(transaction=True)
+    for i in range(n):
+        pid = f"{oid}.fake{i:03d}{secrets.token_hex(3)}"
+        pipe.hset(keys.lease_meta(oid), pid, f"{conf}|video")
+        pipe.zadd(keys.leases(oid), {pid: expiry})
+        pipe.zadd(keys.lease_order(oid), {pid: 0})
+        pipe.hset(keys.participant_states(oid), pid, "admitted")
+        pipe.hset(keys.participant_kinds(oid), pid, "video")
+        pipe.hset(keys.participant_conferences(oid), pid, conf)
+    pipe.hincrby(keys.in_use(oid), "video", n)
+    pipe.hincrby(keys.conference_use(oid), f"{conf}:video", n)
+    pipe.execute()
+    return f"{n} fake video lease(s) in outage {oid} (capacity {cap}), expiring in {expire_in_s:.0f} s"
 
 
 def _restore_outages(base: str, token: str, summary: dict[str, Any]) -> None:

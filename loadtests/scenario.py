@@ -26,6 +26,47 @@ REFUSE_TYPE = "REFUSE"
 SLO_TYPE = "SLO"
 SLO_ADMISSION_NAME = "admission, after warm-up"
 EXPECTED_REFUSALS = {(409, "capacity_exhausted"), (410, "outage_ended")}
+RATE_LIMITED = (429, "rate_limited")   # expected only when the brokers keep their admission rate limit
+
+# Conferences of every load outage: mixed importance (1 = most important), over-subscribing the outage,
+# so that preemption happens; the reserves (one on the least important conference too) must hold.
+#   (title, priority, reserve or None)
+LOAD_CONFERENCES: tuple[tuple[str, int, dict[str, int] | None], ...] = (
+    ("Board meeting", 1, {"audio": 1, "video": 2}),
+    ("Daily stand-up", 3, None),
+    ("Customer support", 5, {"audio": 1, "video": 1}),
+)
+# The hotline's outages: a crisis room that comes first and a team call that yields to it.
+CHURN_CONFERENCES: tuple[tuple[str, int, dict[str, int] | None], ...] = (
+    ("Crisis room", 1, {"audio": 2, "video": 2}),
+    ("Team call", 5, None),
+)
+# Media probes join a conference of their own, most important and with a video reserve of one port
+# per peer: the load never takes the probes' ports (they are not what the crowd fights over).
+MEDIA_PRIORITY = 1
+
+
+def admission_outcome(status: int, code: str | None, requested: str | None = None,
+                      granted: str | None = None, preempted: bool = False) -> list[str]:
+    """The tally keys of one admission answer, as the audit trail should record it (loadtests.audit):
+    ``admitted`` (+ ``downgraded``, ``preempting``), ``refused:<code>``, ``other:<status>`` or
+    ``unknown`` (no answer, or a 5xx: the ledger may have decided either way)."""
+    if status == 201:
+        out = ["admitted"]
+        if granted and requested and granted != requested:
+            out.append("downgraded")
+        if preempted:
+            out.append("preempting")
+        return out
+    if status == 409 and code == "capacity_exhausted":
+        return ["refused:capacity_exhausted"]
+    if status == 410:
+        return ["refused:outage_ended"]
+    if status == 429 and code == "rate_limited":
+        return ["refused:rate_limited"]
+    if status == 0 or status >= 500:
+        return ["unknown"]   # no answer, or the broker could not tell (503 store_unavailable: Redis timed out)
+    return [f"other:{status}"]
 
 
 @dataclass(frozen=True)
@@ -92,14 +133,16 @@ class Conference:
     token: str
     title: str = ""
     media: bool = False
+    priority: int = 5
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "outage": self.outage, "token": self.token, "title": self.title,
-                "media": self.media}
+                "media": self.media, "priority": self.priority}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Conference:
-        return cls(d["id"], d["outage"], d["token"], d.get("title", ""), bool(d.get("media")))
+        return cls(d["id"], d["outage"], d["token"], d.get("title", ""), bool(d.get("media")),
+                   int(d.get("priority", 5)))
 
 
 @dataclass

@@ -9,7 +9,12 @@ broker's ``/metrics``. It flags:
 * ``metrics-mismatch``: once the load has stopped and the ledger is quiet, /metrics (of any broker) and
   the ledger disagree on an outage's capacity or ports in use;
 * ``leak``: a port still held after all users have left and the admission lease has passed;
-* ``metrics-unreachable``: no broker's /metrics could ever be read.
+* ``metrics-unreachable``: no broker's /metrics could ever be read;
+* ``preemption-order``: the audit trail of an outage (loadtests/audit.py, read as the run goes) shows a
+  preemption of an equally or more important conference, one that broke a reserve, or one made while a
+  less important conference held more than its reserve.
+
+At the end it also accounts the run's audit trails against locust's counts (``account_trails``).
 
 It also keeps the time series behind the report's plot (ports in use vs caps, server-side admission
 latency from the ``backupplus_admission_seconds`` histogram).
@@ -29,6 +34,7 @@ from typing import Any
 
 import redis
 
+from loadtests.audit import Accounting, TrailReader, account
 from quotas import keys
 
 KINDS = ("audio", "video")
@@ -252,6 +258,9 @@ class CapWatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.trails = TrailReader(self.redis)
+        self.trail_interval = 1.0
+        self._trail_lock = threading.Lock()
 
     # --- recording ------------------------------------------------------------------------------
     def flag(self, vs: Iterable[Violation]) -> None:
@@ -319,14 +328,28 @@ class CapWatcher:
         self.metrics_timeline.append(row)
 
     # --- thread ---------------------------------------------------------------------------------
+    def poll_trails(self, outages: Iterable[str] = ()) -> None:
+        """Reads what is new in the audit streams of every outage seen (and ``outages``)."""
+        with self._trail_lock:
+            self.trails.follow(sorted(self.seen | set(outages)))
+            found = self.trails.poll()
+        self.flag(Violation(f.check, f.outage, f.kind, f.detail) for f in found)
+
     def _run(self) -> None:
         next_metrics = 0.0
+        next_trails = 0.0
         while not self._stop.is_set():
             t = time.monotonic()
             try:
                 self.sample_ledger_once()
             except Exception:  # noqa: BLE001
                 self.redis_errors += 1
+            if t >= next_trails:
+                next_trails = t + self.trail_interval
+                try:
+                    self.poll_trails()
+                except Exception:  # noqa: BLE001
+                    self.trails.read_errors += 1
             if t >= next_metrics:
                 self.sample_metrics_once()
                 next_metrics = t + self.metrics_interval
@@ -406,7 +429,9 @@ class CapWatcher:
         self.flag(found)
         return found
 
-    def finish(self, users_gone_at: float, lease_s: float = 30.0, grace_s: float = 6.0) -> list[Violation]:
+    def finish(self, users_gone_at: float, lease_s: float = 30.0, grace_s: float = 6.0,
+               outages: Iterable[str] = ()) -> list[Violation]:
+        self.poll_trails(outages)   # the users are gone: the trails hold every decision they caused
         if self.metrics_urls and self.metrics_ok == 0:
             errs = "; ".join(f"{u}: {e}" for u, e in self.metrics_errors.items())
             self.flag([Violation("metrics-unreachable", None, None, f"no /metrics could be read: {errs}")])
@@ -416,6 +441,23 @@ class CapWatcher:
         return self.violation_list()
 
     # --- results --------------------------------------------------------------------------------
+    def account_trails(self, tally: dict[str, int], outages: Iterable[str] = (),
+                       contract_prefix: str | None = None) -> Accounting:
+        """Locust's admission outcomes against the audit trails of the run's outages."""
+        with self._trail_lock:
+            return account(tally, self.trails.of_run(outages, contract_prefix))
+
+    def trail_summary(self, outages: Iterable[str] = (), contract_prefix: str | None = None) -> dict[str, Any]:
+        with self._trail_lock:
+            replays = self.trails.of_run(outages, contract_prefix) or list(self.trails.replays.values())
+            return {"outages": len(replays), "events": sum(r.events for r in replays),
+                    "preemptions": sum(r.preemptions for r in replays),
+                    "outages_with_preemptions": sum(1 for r in replays if r.preemptions),
+                    "repairs": sum(r.repairs for r in replays),
+                    "unknown_releases": sum(r.unknown_releases for r in replays),
+                    "incomplete": [r.outage for r in replays if r.complete is False],
+                    "read_errors": self.trails.read_errors}
+
     def peak_summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for kind in KINDS:

@@ -335,3 +335,37 @@ def test_pool_messages_and_picking() -> None:
     q.apply(p.init_message())
     assert q.stable == [A] and list(q.ended) == [B] and q.epoch == 1.0
     assert 1 <= len(draw_group(rng)) <= 6
+
+
+async def test_watcher_reads_the_trails_and_names_a_bad_preemption(redis: aioredis.Redis, redis_url: str) -> None:
+    """A trail where an equally important conference was preempted: the watcher (reading the streams of
+    the outages it has seen) flags it, and the verdicts name it beside a passing accounting."""
+    await seed_healthy(redis)
+    trail = keys.audit(A)
+    for fields in ({"type": "declared", "contract": "LT-x-001"},
+                   {"type": "conference_created", "conference": "c1", "priority": "3", "reserve_audio": "0",
+                    "reserve_video": "0"},
+                   {"type": "conference_created", "conference": "c2", "priority": "3", "reserve_audio": "0",
+                    "reserve_video": "0"},
+                   {"type": "admitted", "participant": "p1", "conference": "c1", "kind": "video"},
+                   {"type": "preempted", "participant": "p1", "conference": "c1", "kind": "video", "by": "p2",
+                    "by_conference": "c2"},
+                   {"type": "admitted", "participant": "p2", "conference": "c2", "kind": "video",
+                    "preempted": "p1"},
+                   {"type": "refused", "conference": "c2", "kind": "audio", "code": "capacity_exhausted"}):
+        await redis.xadd(trail, fields)
+    w = CapWatcher(redis_url, [])
+    w.sample_ledger_once()      # sees A and B active
+    w.poll_trails()
+    found = [v for v in w.violation_list() if v.check == "preemption-order"]
+    assert len(found) == 1 and found[0].outage == A
+    assert "an equally or more important conference was preempted" in found[0].detail
+    acc = w.account_trails({"admitted": 3, "preempting": 1, "refused:capacity_exhausted": 1}, [A])
+    assert not acc.ok          # locust counted 3 admissions, the trail holds 2
+    acc = w.account_trails({"admitted": 2, "preempting": 1, "refused:capacity_exhausted": 1},
+                           contract_prefix="LT-x-")
+    assert acc.ok, acc.detail
+    verdicts = {v.name: v for v in evaluate(_summary(12), w.violation_list(), Slo(), media_users=2,
+                                            trail=w.trail_summary([A]), accounting=acc)}
+    assert not verdicts["preemption order"].ok and verdicts["audit trail"].ok
+    assert verdicts["caps and leaks"].ok
