@@ -164,11 +164,20 @@ class AuditHub:
         self.scan_ms = 0  # clock of the last scan (0: none yet)
         self.scanned = asyncio.Event()
         self._subs: set[Subscription] = set()
+        self._idle = False  # no subscriber: nothing read from Redis until one comes
+        self._wake = asyncio.Event()
 
     # --- subscribers ---------------------------------------------------------------------------
     def subscribe(self, outage: str | None = None) -> Subscription:
+        """A new subscription. An idle hub wakes and follows the outages from their tails again:
+        ``scanned`` is cleared until that scan is done (a feed opens after it, so it catches up on
+        everything before it from Redis and takes everything after it from the hub)."""
         sub = Subscription(outage, self.inbox)
         self._subs.add(sub)
+        if self._idle:
+            self._idle = False
+            self.scanned.clear()
+            self._wake.set()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
@@ -223,7 +232,20 @@ class AuditHub:
 
     # --- the loop ------------------------------------------------------------------------------
     async def step(self) -> int:
-        """One turn: a scan, then one XREAD BLOCK over the followed streams. Events handed out."""
+        """One turn: a scan, then one XREAD BLOCK over the followed streams. Events handed out.
+        With no subscriber the hub reads nothing (a broker with no console open costs Redis
+        nothing per decision): it forgets what it followed and waits for a subscriber."""
+        if not self._subs:
+            if not self._idle:
+                self._idle = True
+                self._wake.clear()
+                self.following.clear()
+                self.scan_ms = 0
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.block_ms / 1000)
+            except TimeoutError:
+                pass
+            return 0
         await self.scan(initial=self.scan_ms == 0)
         if not self.following:
             await asyncio.sleep(self.block_ms / 1000)
@@ -302,12 +324,12 @@ class Feed:
     # --- opening -------------------------------------------------------------------------------
     async def open(self, ready_timeout: float = 2.0) -> None:
         """Subscribes, then decides what to catch up on (the hub's first scan awaited, bounded)."""
+        self._sub = self.hub.subscribe(self.outage)
         if not self.hub.scanned.is_set():
             try:
                 await asyncio.wait_for(self.hub.scanned.wait(), ready_timeout)
             except TimeoutError:
                 pass
-        self._sub = self.hub.subscribe(self.outage)
         now = _ms(self.hub.clock())
         if self.outage is not None:
             if self._resume is not None:

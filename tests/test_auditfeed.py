@@ -108,3 +108,29 @@ async def test_outages_the_hub_lets_go_of_leave_the_cursor(
     await again.open()
     assert await _drain(again) == [(O2, newer)]
     again.close()
+
+
+async def _commands(redis: aioredis.Redis, *names: str) -> int:
+    stats = await redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{n}", {}).get("calls", 0)) for n in names)
+
+
+async def test_a_hub_without_subscribers_reads_nothing_then_wakes_for_one(
+    hub: tuple[AuditHub, Clock], redis: aioredis.Redis
+) -> None:
+    """A broker with no console open must not pay Redis reads for every decision; the first feed
+    wakes the hub and misses nothing written before or after it opened."""
+    h, clock = hub
+    await _declare(redis, O1, clock)
+    await asyncio.sleep(0.2)  # the hub settles into idle
+    before_reads = await _commands(redis, "smembers", "zrangebyscore", "xread")
+    for i in range(20):
+        await _event(redis, O1, "admitted", n=str(i))
+    await asyncio.sleep(0.5)
+    assert await _commands(redis, "smembers", "zrangebyscore", "xread") == before_reads
+    feed = Feed(h, O1, None, backlog=3)
+    await feed.open()
+    late = await _event(redis, O1, "left")
+    got = await _drain(feed)
+    assert [sid for _, sid in got][-1] == late and len(got) == 4  # 3 of the backlog, then the live one
+    feed.close()
