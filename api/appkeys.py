@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from broker.auditfeed import AuditHub
     from broker.media import MediaGateway
     from broker.service import Broker
+    from broker.turn import TurnService
 
     from .streams import StreamRegistry
 
@@ -35,3 +36,5 @@ OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 # Liveness beyond the process itself (e.g. serve's own redis-server): None when fine, else why not.
 # Set by the composition root; /healthz fails while it answers a reason.
 HEALTH_CHECK: web.AppKey[Callable[[], str | None]] = web.AppKey("health_check")
+# The TURN servers participants get credentials for (none, external, or serve's private turnserver).
+TURN: web.AppKey[TurnService] = web.AppKey("turn")

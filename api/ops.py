@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quotas.nodes import node_states
 
 from . import models, problems
-from .appkeys import HEALTH_CHECK, OPENAPI, REDIS, TELEMETRY
+from .appkeys import HEALTH_CHECK, OPENAPI, REDIS, TELEMETRY, TURN
 from .openapi import Content, doc
 from .problems import Problem
 
@@ -45,7 +45,10 @@ async def readyz(request: web.Request) -> web.Response:
         raise Problem(problems.STORE_UNAVAILABLE, "Redis is unreachable") from None
     if nodes["ready"] == 0:
         raise Problem(problems.NO_MEDIA_NODE, "Redis is reachable but no media node is ready", media_nodes=nodes)
-    return web.json_response({"status": "ready", "redis": "ok", "media_nodes": nodes})
+    turn = request.app.get(TURN)
+    return web.json_response(
+        {"status": "ready", "redis": "ok", "media_nodes": nodes, "turn": turn.public() if turn else None}
+    )
 
 
 @routes.get("/metrics")
