@@ -67,6 +67,21 @@ def free_udp_tcp_port() -> int:
     raise TurnServerError("no free port for both TCP and UDP")
 
 
+def _port_free(host: str | None, port: int, *, udp: bool) -> bool:
+    """Whether ``port`` can be bound on ``host`` (every interface for None) over TCP, and UDP too."""
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    for kind in kinds:
+        with socket.socket(family, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host or "", port))
+            except OSError:
+                return False
+    return True
+
+
 def local_addresses() -> list[str]:
     """This machine's interface addresses (IPv4 and global IPv6): where an in-process media node is."""
     import ifaddr  # aioice's own dependency: the addresses aioice gathers its host candidates from
@@ -199,9 +214,15 @@ class TurnServer:
             self._tmp = tempfile.TemporaryDirectory(prefix="backupplus-turn-")
             data_dir = Path(self._tmp.name)
         self.data_dir = Path(data_dir).resolve()
-        if config.port == 0:
+        # Port 0, or a port already taken (a second serve on the machine, a system coturn): a free one.
+        # Clients get the URLs with the ports in use, so nothing else needs to know.
+        if config.port == 0 or not _port_free(config.listen_ip, config.port, udp=True):
+            if config.port:
+                log.warning("TURN port %d is in use: the private turnserver takes a free port", config.port)
             config.port = free_udp_tcp_port()
-        if config.tls_port == 0:
+        if config.tls_port == 0 or not _port_free(config.listen_ip, config.tls_port, udp=False):
+            if config.tls_port:
+                log.warning("TURN TLS port %d is in use: the private turnserver takes a free port", config.tls_port)
             config.tls_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
