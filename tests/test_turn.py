@@ -120,7 +120,7 @@ async def test_coturn_refuses_peers_that_are_not_media_nodes(coturn: TurnServer,
     turn = await _allocate(coturn, *_fresh())
     try:
         with pytest.raises(stun.TransactionFailed) as refused:
-            await turn._TurnTransport__inner_protocol.channel_bind(0x4000, (peer, 9))  # noqa: SLF001
+            await turn._TurnTransport__inner_protocol.channel_bind(0x4000, (peer, 9))
         assert refused.value.response.attributes["ERROR-CODE"][0] == 403
     finally:
         turn.close()
