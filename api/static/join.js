@@ -11,6 +11,7 @@
 // connection. ICE disconnected or failed → an ICE restart on the same peer connection (new offer with
 // iceRestart, same participant token); an attempt that never connected is retried through TURN only
 // (iceTransportPolicy "relay"), and the page says it connects through the company firewall.
+// `?ice=relay` goes through TURN from the start (support: a network known to block everything else).
 
 import { api, ApiError, enc, sleep } from "./api.js";
 import { applyI18n, fmtDateTime, fmtDuration, onLangChange, setText, setupLangSwitch, t } from "./i18n.js";
@@ -75,6 +76,7 @@ const session = {
   restarting: false,
   connectTimer: null,
 };
+if (params.get("ice") === "relay") session.relayOnly = true;
 const local = { stream: new MediaStream(), micMuted: false, camMuted: false, audioCtx: null, meterRaf: 0 };
 let windowEndsAt = null;
 let endedForGood = false;
