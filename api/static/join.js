@@ -49,7 +49,9 @@ const MAX_BACKOFF_MS = 15000;
 // declare ICE failed): the next one goes through TURN.
 const CONNECT_DEADLINE_MS = 8000;
 const MAX_ICE_RESTARTS = 3; // in a row without connecting; then the full reconnect loop
-const RELAY_QUIET_MS = 120; // after a relay candidate, this long without another one: gathering done
+const RELAY_QUIET_MS = 120;
+const POLICY = ["all", "relay"]; // iceTransportPolicy: every candidate, or TURN relays only
+const PATH = ["direct", "relay"]; // body.dataset.path once connected // after a relay candidate, this long without another one: gathering done
 
 const PLANNED_END_WARNING_MS = 10 * 60 * 1000;
 // The tab's participant (id, token, kinds): a reload comes back as the same participant.
@@ -487,7 +489,7 @@ function pcConfig() {
   return {
     bundlePolicy: "max-bundle",
     iceServers: session.iceServers,
-    iceTransportPolicy: session.relayOnly && hasTurn() ? "relay" : "all",
+    iceTransportPolicy: POLICY[session.relayOnly && hasTurn() ? 1 : 0],
   };
 }
 
@@ -620,7 +622,7 @@ async function reportPath(pc, gen) {
     });
     const localCandidate = pair && stats.get(pair.localCandidateId);
     if (gen !== session.pcGen || !localCandidate) return;
-    body.dataset.path = localCandidate.candidateType === "relay" ? "relay" : "direct";
+    body.dataset.path = PATH[localCandidate.candidateType === "relay" ? 1 : 0];
     if (body.dataset.path === "relay" && body.dataset.state === "connected") notice("st_turn_connected");
   } catch { /* stats are a nicety */ }
 }
