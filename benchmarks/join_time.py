@@ -113,7 +113,7 @@ def _start_server(token: str, state_dir: Path) -> tuple[subprocess.Popen[bytes],
 
 def _conference(api: str, token: str) -> str:
     today = date.today()
-    number = f"BENCH-{os.getpid()}-{int(time.time())}"
+    number = f"BENCH-{os.getpid()}-{time.time_ns()}"
     serial = f"{number}-MCU"
     _call(
         api,
@@ -145,7 +145,7 @@ def _conference(api: str, token: str) -> str:
         {
             "contract": number,
             "serial": serial,
-            "ticket": {"priority": "urgent", "site": "bench", "contact": "bench"},
+            "ticket": {"priority": "urgent", "site": "bench", "contact": "bench", "description": "benchmark"},
         },
     )
     conf = _call(

@@ -682,12 +682,15 @@ async function connect({ immediate = true } = {}) {
     try {
       let prepared = null;
       if (!session.participantId) {
-        // While the broker admits us: start the camera and prepare the offer for the kind we
-        // asked for (used as is unless we are downgraded). Each takes some 100 ms.
+        // While the broker admits us: start the camera, then prepare the offer for the kind
+        // granted. The offer waits for the admission (which usually answers before the camera is
+        // up): its peer connection needs the participant's TURN servers, and gathering twice
+        // (without, then with them) would cost a gathering.
         const admitted = admit();
         admitted.catch(() => {}); // handled below; avoid an unhandled rejection meanwhile
         const ahead = ensureMedia(session.requestedKind)
-          .then(() => (runId === session.runId ? prepareOffer(session.requestedKind) : null))
+          .then(() => admitted)
+          .then(() => (runId === session.runId ? prepareOffer(session.kind || session.requestedKind) : null))
           .catch(() => null);
         await admitted;
         prepared = await ahead;
