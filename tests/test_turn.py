@@ -8,10 +8,17 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
+import os
 import ssl
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,9 +28,11 @@ from pydantic import ValidationError
 
 from backupplus.cli import main as cli_main
 from broker.turn import TurnService, credentials, derive_turn_secret, expiry, ice_servers
+from infra.redisproc import free_port
 from infra.settings import Settings, parse_turn_url
-from infra.turnproc import TurnConfig, TurnServer, turnserver_binary
+from infra.turnproc import PrivateTurn, TurnConfig, TurnServer, turnserver_binary
 from tests.api_helpers import AUTH, api_client, new_conference, open_outage
+from tests.broker_process import stop_process
 
 pytestmark = pytest.mark.skipif(turnserver_binary() is None, reason="coturn is not installed (make setup)")
 
@@ -232,3 +241,96 @@ def test_serve_stops_on_a_bad_turn_url_with_a_clear_message(capsys: pytest.Captu
     assert cli_main(["serve", "--turn-url", "turn:bad host", "--turn-secret", "s"]) == 2
     err = capsys.readouterr().err
     assert "cannot parse TURN URL" in err and "turn:bad host" in err
+
+
+# --- serve and its private turnserver -----------------------------------------------------------------
+def _serve(redis_url: str, workdir: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
+    env.update(BACKUPPLUS_OPERATOR_TOKENS="op-turn-serve", BACKUPPLUS_TURN_PORT="0", BACKUPPLUS_TURN_TLS_PORT="0",
+               **env_extra)
+    log = workdir / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "backupplus.cli", "serve", "--redis-url", redis_url, "--port", str(port),
+             "--state-dir", str(workdir / "state")],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2):
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    return proc, base, log
+
+
+def _readyz_turn(base: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=5) as resp:
+                return dict(json.loads(resp.read())["turn"])
+        except urllib.error.HTTPError:  # 503 until the in-process media node has registered
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_serve_owns_its_turnserver_and_stops_it(redis_url: str, tmp_path: Path) -> None:
+    proc, base, log = _serve(redis_url, tmp_path, {})
+    try:
+        pid = int((tmp_path / "state" / "turn" / "turnserver.pid").read_text().split()[0])
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"turnserver")
+        assert "turn: started a private turnserver (coturn)" in log.read_text()
+        assert _readyz_turn(base)["mode"] == "private"
+        conf = (tmp_path / "state" / "turn" / "turnserver.conf").read_text()
+        assert "allowed-peer-ip=" in conf and "static-auth-secret=" in conf
+    finally:
+        stop_process(proc)
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}").exists() and b"turnserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the turnserver outlived serve"
+        time.sleep(0.05)
+
+
+def test_without_coturn_serve_says_how_to_install_it_and_runs_direct_only(redis_url: str, tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    proc, base, log = _serve(redis_url, tmp_path, {"PATH": str(empty)})
+    try:
+        assert "coturn is not installed" in log.read_text() and "apt-get install coturn" in log.read_text()
+        turn = _readyz_turn(base)  # ready: direct UDP still works
+        assert turn["mode"] == "none" and turn["urls"] == []
+        assert "apt-get install coturn" in turn["detail"] and "direct UDP only" in turn["detail"]
+    finally:
+        stop_process(proc)
+    assert not (tmp_path / "state" / "turn" / "turnserver.pid").exists()
+
+
+def test_the_private_turnserver_is_restarted_when_it_dies(tmp_path: Path) -> None:
+    private = PrivateTurn(TurnConfig(secret=SECRET, port=0, tls_port=0, allowed_peers=[MEDIA_NODE]), tmp_path,
+                          poll_s=0.05).start()
+
+    async def kill_and_watch() -> None:
+        watcher = asyncio.create_task(private.supervise())
+        first = private.server.process
+        assert first is not None and private.health() is None
+        first.kill()
+        first.wait(5)
+        assert private.health() is not None  # said at once, before the supervisor's next look
+        deadline = time.monotonic() + 10
+        while private.health() is not None or private.server.process is first:
+            assert time.monotonic() < deadline, private.health()
+            await asyncio.sleep(0.05)
+        assert private.server.listening()
+        watcher.cancel()
+
+    try:
+        asyncio.run(kill_and_watch())
+    finally:
+        private.stop()
