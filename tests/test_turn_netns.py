@@ -39,9 +39,12 @@ OPERATOR = "op-turn-netns-token"
 
 
 def _firewall(net: ChaosNet, tcp_ports: list[int]) -> None:
-    """Inside the namespace: out only TCP to the host end's ``tcp_ports`` (and what answers it)."""
+    """Inside the namespace: out only TCP to the host end's ``tcp_ports`` (and what answers it). The rules
+    are replaced in one transaction: no packet slips through while they change."""
     ports = ", ".join(str(p) for p in tcp_ports)
     script = (
+        "table inet bpturn\n"
+        "delete table inet bpturn\n"
         "table inet bpturn {\n"
         "  chain out { type filter hook output priority 0; policy drop;\n"
         '    oif "lo" accept\n'
@@ -109,7 +112,7 @@ def firewalled(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFacto
             wrapper = workdir / "chromium-in-netns"
             wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {net.name} {CHROMIUM} \"$@\"\n")
             wrapper.chmod(0o755)
-            yield {"base": base, "net": net, "turn_port": turn_port, "wrapper": wrapper, "log": log}
+            yield {"base": base, "net": net, "port": port, "turn_port": turn_port, "wrapper": wrapper, "log": log}
         finally:
             stop_process(proc)
 
@@ -201,3 +204,41 @@ def test_a_browser_that_can_only_reach_tcp_ports_joins_through_turn(firewalled: 
             inside.close()
             outside.close()
             _call(base, "POST", f"/v1/outages/{conf['outage']}/restore", token=OPERATOR)
+
+
+@pytest.mark.slow
+def test_a_page_whose_attempt_failed_retries_through_turn_only(firewalled: dict[str, Any]) -> None:
+    """TURN unreachable at first too (only the broker's port is open): the attempt over every candidate
+    fails, the page restarts ICE with iceTransportPolicy "relay" on the same peer connection, as the same
+    participant, and says it connects through the company firewall; once TCP to the TURN port is let
+    through it connects through the relay."""
+    require_chromium()
+    base, net = firewalled["base"], firewalled["net"]
+    conf = _conference(base)
+    _firewall(net, [firewalled["port"]])
+    try:
+        with playwright_sync.sync_playwright() as pw:
+            inside = _launch(pw, firewalled["wrapper"], base)
+            try:
+                page = inside.new_context(locale="en-GB").new_page()
+                page.add_init_script("window.name = 'all';\n" + WRAP_PC_JS)
+                page.goto(conf["join_url"] + "?name=Late&kind=video&autojoin=1")
+                page.wait_for_function("() => document.body.dataset.state === 'joining'", timeout=20_000)
+                first = page.evaluate(STORED_JS, conf["id"])
+                page.wait_for_function("() => /company firewall/.test(document.getElementById('status').textContent)",
+                                       timeout=30_000)
+                assert page.evaluate("() => window.bpPcs[window.bpPcs.length - 1].getConfiguration()"
+                                     ".iceTransportPolicy") == "relay"
+                _firewall(net, [firewalled["port"], firewalled["turn_port"]])
+                page.wait_for_function("() => document.body.dataset.state === 'connected'", timeout=40_000)
+                path = page.evaluate(PATH_JS)
+                assert path["pcs"] == 1  # ICE restarts on the one peer connection
+                assert path["candidateType"] == "relay" and path["relayProtocol"] == "tcp", path
+                assert page.evaluate(STORED_JS, conf["id"])["id"] == first["id"]  # not admitted again
+                page.wait_for_function("() => /company firewall/.test(document.getElementById('notice').textContent)",
+                                       timeout=10_000)
+            finally:
+                inside.close()
+    finally:
+        _firewall(net, [firewalled["port"], firewalled["turn_port"]])
+        _call(base, "POST", f"/v1/outages/{conf['outage']}/restore", token=OPERATOR)
