@@ -106,8 +106,7 @@ SIMPLE_PANELS: dict[str, tuple[str, str, str, list[tuple[str, str]]]] = {
     ),
     "media_sessions": (
         "Media sessions, direct / relay",
-        "Participants' media connections by path: direct, or relayed through TURN (read from the media "
-        "nodes' heartbeats: the same in every broker).",
+        "Participants' media connections by path: direct, or relayed through TURN (the same in every broker).",
         "short",
         [("max by (path) (backupplus_media_sessions)", "{{path}}")],
     ),
