@@ -27,7 +27,13 @@ from media.errors import MediaNodeError
 from media.members import Member
 from media.peer import Offer, Session, read_offer
 from media.room import Room
-from media.sdp import INBOUND_VIDEO_KBPS, announce_public_ip, cap_video_bandwidth, offered_kinds
+from media.sdp import (
+    INBOUND_VIDEO_KBPS,
+    announce_public_ip,
+    cap_video_bandwidth,
+    offered_kinds,
+    without_end_of_candidates,
+)
 from media.tracks import AudioOutTrack, VideoOutTrack
 from quotas import nodes as registry
 from quotas.ledger import PortLedger
@@ -210,7 +216,9 @@ class MediaNode:
             room.add(session.member)
             peer.tap_inbound(session, room)
             self._watch(session)
-            await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await session.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=without_end_of_candidates(sdp), type="offer")
+            )
             # non-trickle: setting the answer gathers every host candidate
             await session.pc.setLocalDescription(await session.pc.createAnswer())
         except MediaNodeError:

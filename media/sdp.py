@@ -66,3 +66,13 @@ def announce_public_ip(sdp: str, public_ip: str) -> str:
             line = f"c=IN IP4 {public_ip}"
         out.append(line)
     return "\r\n".join(out)
+
+
+def without_end_of_candidates(sdp: str) -> str:
+    """The offer without ``a=end-of-candidates``. Told that the remote candidates are complete, aioice
+    drops a component none of whose candidates it could use, and then gathers no candidate of its own
+    for it: an answer without candidates. That is what a browser whose host candidates are mDNS names
+    this node cannot resolve (Firefox) gets once its offer waits for complete gathering (as the join
+    page does with TURN servers). Without the marker the node answers with its candidates and learns
+    the browser's address from its connectivity checks (peer-reflexive)."""
+    return re.sub(r"^a=end-of-candidates[ \t]*(\r?\n|$)", "", sdp, flags=re.MULTILINE)

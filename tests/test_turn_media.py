@@ -18,7 +18,7 @@ from infra.turnproc import TurnConfig, TurnServer, local_addresses, turnserver_b
 from media import aiortc_compat
 from media.node import MediaNode
 from media.routing import MediaRouter
-from media.sdp import announce_public_ip
+from media.sdp import announce_public_ip, without_end_of_candidates
 from quotas.ledger import PortLedger
 from quotas.nodes import media_paths
 from tests.support.media_clients import Client, ColourTrack, ToneTrack, admit, seed_conference, until
@@ -104,3 +104,12 @@ def test_public_ip_announces_the_node_and_keeps_its_own_address() -> None:
     assert "a=candidate:abcp 1 udp 2130706431 203.0.113.10 40000 typ host" in out
     assert "a=candidate:abc 1 udp 2130706430 10.0.0.5 40000 typ host" in out
     assert any(" typ srflx" in line for line in out)  # other candidates as they were
+
+
+def test_the_end_of_candidates_marker_is_dropped_from_offers() -> None:
+    """(aioice drops a component whose remote candidates it cannot use once told they are complete,
+    then answers without candidates: Firefox's mDNS host candidates, unresolvable here.)"""
+    offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 109\r\na=candidate:0 1 UDP 1 x.local 5 typ host\r\na=end-of-candidates\r\na=mid:0\r\n"
+    assert without_end_of_candidates(offer) == "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 109\r\n" \
+        "a=candidate:0 1 UDP 1 x.local 5 typ host\r\na=mid:0\r\n"
+    assert without_end_of_candidates(offer.replace("\r\n", "\n")).count("end-of-candidates") == 0
