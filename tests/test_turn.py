@@ -247,7 +247,7 @@ def test_serve_stops_on_a_bad_turn_url_with_a_clear_message(capsys: pytest.Captu
 def _serve(redis_url: str, workdir: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
-    env.update(BACKUPPLUS_OPERATOR_TOKENS="op-turn-serve", BACKUPPLUS_TURN_PORT="0", BACKUPPLUS_TURN_TLS_PORT="0",
+    env.update(BACKUPPLUS_OPERATOR_TOKENS="bpo_turn-serve-test-token-0123456789ab", BACKUPPLUS_TURN_PORT="0", BACKUPPLUS_TURN_TLS_PORT="0",
                **env_extra)
     log = workdir / "serve.log"
     with log.open("w") as out:

@@ -34,7 +34,7 @@ pytestmark = [
     pytest.mark.skipif(turnserver_binary() is None, reason="coturn is not installed (make setup)"),
 ]
 
-OPERATOR = "op-turn-browser-token"
+OPERATOR = "bpo_turn-browser-test-token-0123456789"
 
 
 def _call(base: str, method: str, path: str, body: Any = None, token: str = OPERATOR) -> Any:

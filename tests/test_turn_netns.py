@@ -35,7 +35,7 @@ pytestmark = [
     pytest.mark.skipif(can_make_namespaces() is not None, reason=str(can_make_namespaces())),
 ]
 
-OPERATOR = "op-turn-netns-token"
+OPERATOR = "bpo_turn-netns-test-token-0123456789ab"
 
 
 def _firewall(net: ChaosNet, tcp_ports: list[int]) -> None:
