@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from api.app import create_app
@@ -24,7 +23,7 @@ from api.appkeys import HEALTH_CHECK
 from api.auth import new_operator_token
 from broker.turn import TurnService, derive_turn_secret
 from infra import eventloop
-from infra.redisconn import StoreMisconfigured
+from infra.redisconn import StoreMisconfigured, store_client
 from infra.redisproc import PrivateRedis, RedisServerError, StateDirLocked
 from infra.settings import Settings
 from infra.turnproc import (
@@ -139,10 +138,13 @@ async def _start_turn(settings: Settings) -> tuple[TurnService, PrivateTurn | No
         log.warning("%s", INSTALL_HINT)
         print(f"turn: {INSTALL_HINT}", file=sys.stderr)
         return TurnService(detail=INSTALL_HINT, ttl_s=ttl), None
-    assert settings.redis_url is not None
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = store_client(settings)  # every URL form the broker takes (sentinel, TLS, password)
     try:
         secret = derive_turn_secret(await shared_secret(client))
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable: the app's own start says so next
+        reason = f"the root secret could not be read ({type(exc).__name__}): no private turnserver"
+        log.error("%s", reason)
+        return TurnService(detail=reason, ttl_s=ttl), None
     finally:
         await client.aclose()
     config = _private_turn_config(settings, secret)
