@@ -49,9 +49,10 @@ const MAX_BACKOFF_MS = 15000;
 // declare ICE failed): the next one goes through TURN.
 const CONNECT_DEADLINE_MS = 8000;
 const MAX_ICE_RESTARTS = 3; // in a row without connecting; then the full reconnect loop
-const RELAY_QUIET_MS = 120;
+const RELAY_QUIET_MS = 120; // after a relay candidate, this long without another one: gathering done
+const RELAY_WAIT_MS = 1500; // with host candidates, this long at most for the first relay candidate
 const POLICY = ["all", "relay"]; // iceTransportPolicy: every candidate, or TURN relays only
-const PATH = ["direct", "relay"]; // body.dataset.path once connected // after a relay candidate, this long without another one: gathering done
+const PATH = ["direct", "relay"]; // body.dataset.path once connected
 
 const PLANNED_END_WARNING_MS = 10 * 60 * 1000;
 // The tab's participant (id, token, kinds): a reload comes back as the same participant.
@@ -393,8 +394,9 @@ function closePc() {
  * or the first TCP candidate after UDP ones, or 60 ms without a new UDP candidate, whichever first
  * (capped). With TURN servers the relay candidates (UDP on the media node's side, whatever the
  * transport to the TURN server) come after a round trip to it: then "complete", or RELAY_QUIET_MS
- * without a new candidate after a relay one (capped). Listen before setLocalDescription so that no
- * candidate is missed.
+ * without a new candidate after a relay one, or RELAY_WAIT_MS after the first UDP host candidate
+ * without any relay one (a TURN server down must not hold up direct joins; capped). Listen before
+ * setLocalDescription so that no candidate is missed.
  */
 function waitIceCandidates(pc) {
   const turn = hasTurn();
@@ -418,6 +420,9 @@ function waitIceCandidates(pc) {
         if (relays > 0) {
           clearTimeout(quiet);
           quiet = setTimeout(finish, RELAY_QUIET_MS);
+        } else if (isUdp && !quiet) {
+          // a TURN server that does not answer must not hold up a join that can go direct
+          quiet = setTimeout(finish, RELAY_WAIT_MS);
         }
         return;
       }
