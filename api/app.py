@@ -11,13 +11,14 @@ from aiohttp import web
 
 from broker.service import Broker
 from broker.telemetry import Telemetry
+from broker.turn import TurnService
 from broker.webhooks import WebhookWorker
 from infra.redisconn import StoreClient, check_store, store_client
 from infra.settings import Settings
 from quotas.secret import KeyStore
 
 from . import headers, ops, v1
-from .appkeys import BROKER, KEYS, REDIS, SETTINGS, TELEMETRY
+from .appkeys import BROKER, KEYS, REDIS, SETTINGS, TELEMETRY, TURN
 from .livefeed import audit_hub_ctx, close_streams
 from .middleware import add_request_id_header, problem_middleware
 from .openapi import publish_openapi
@@ -101,13 +102,16 @@ async def _webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, *, media_plane: Callable[[web.Application], None] | None = None, pages: bool = True
+    settings: Settings, *, media_plane: Callable[[web.Application], None] | None = None, pages: bool = True,
+    turn: TurnService | None = None,
 ) -> web.Application:
     """The broker's app. ``media_plane`` (given by the composition root) attaches the media plane:
     it sets ``MEDIA_GATEWAY`` and adds its own cleanup contexts; without it offers answer 503.
+    ``turn``: the TURN servers admissions hand out credentials for (default: --turn-url's, or none).
     Every route must carry ``@doc`` (api/openapi.py): the app will not start otherwise."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
+    app[TURN] = turn or TurnService.external(settings)
     headers.install(app)
     app.on_response_prepare.append(add_request_id_header)
     app.cleanup_ctx.append(_redis_ctx)

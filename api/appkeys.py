@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from broker.auditfeed import AuditHub
     from broker.media import MediaGateway
     from broker.service import Broker
+    from broker.turn import TurnService
 
     from .streams import StreamRegistry
 
@@ -39,3 +40,5 @@ OPENAPI: web.AppKey[dict[str, Any]] = web.AppKey("openapi")
 HEALTH_CHECK: web.AppKey[Callable[[], str | None]] = web.AppKey("health_check")
 # On the ops listener's app (ops_port set): the broker app whose health and metrics it serves.
 OPS_OF: web.AppKey[web.Application] = web.AppKey("ops_of")
+# The TURN servers participants get credentials for (none, external, or serve's private turnserver).
+TURN: web.AppKey[TurnService] = web.AppKey("turn")

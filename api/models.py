@@ -263,10 +263,18 @@ class MediaNodeCounts(_Out):
     dead: int
 
 
+class TurnStatus(_Out):
+    mode: Literal["private", "external", "none"] = Field(
+        description="private: serve's own turnserver; external: --turn-url servers; none: direct UDP only")
+    urls: list[str]
+    detail: str
+
+
 class Readiness(_Out):
     status: Literal["ready"]
     redis: Literal["ok"]
     media_nodes: MediaNodeCounts
+    turn: TurnStatus | None = Field(None, description="Where participants behind firewalls are relayed")
 
 
 class ProblemDetails(_Out):

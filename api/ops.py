@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from quotas.nodes import node_states
 
 from . import models, problems
-from .appkeys import HEALTH_CHECK, KEYS, OPENAPI, OPS_OF, REDIS, SETTINGS, TELEMETRY
+from .appkeys import HEALTH_CHECK, KEYS, OPENAPI, OPS_OF, REDIS, SETTINGS, TELEMETRY, TURN
 from .auth import bearer_token
 from .middleware import add_request_id_header, problem_middleware
 from .openapi import Content, doc
@@ -65,7 +65,10 @@ async def readyz(request: web.Request) -> web.Response:
         raise Problem(problems.KEY_RING_MISMATCH, keystore.problem)
     if nodes["ready"] == 0:
         raise Problem(problems.NO_MEDIA_NODE, "Redis is reachable but no media node is ready", media_nodes=nodes)
-    return web.json_response({"status": "ready", "redis": "ok", "media_nodes": nodes})
+    turn = request.app.get(TURN)
+    return web.json_response(
+        {"status": "ready", "redis": "ok", "media_nodes": nodes, "turn": turn.public() if turn else None}
+    )
 
 
 @ops_routes.get("/metrics")

@@ -53,6 +53,22 @@ def _serve_parser(sub: argparse._SubParsersAction, settings: Settings) -> None: 
     p.add_argument("--ops-host", default=None, help="listener of /metrics, /healthz, /readyz (with --ops-port)")
     p.add_argument("--ops-port", type=int, default=None,
                    help="serve /metrics, /healthz, /readyz on this port only, not on the public listener")
+    turn = p.add_argument_group("TURN (participants behind firewalls; default: a private coturn turnserver)")
+    turn.add_argument("--turn-url", action="append", default=None,
+                      help="an external coturn server, turn:HOST:PORT?transport=udp|tcp or turns:HOST:PORT "
+                           "(repeatable; default $BACKUPPLUS_TURN_URLS); needs --turn-secret")
+    turn.add_argument("--turn-secret", default=None,
+                      help="the external servers' static-auth-secret (prefer $BACKUPPLUS_TURN_SECRET: flags show in ps)")
+    turn.add_argument("--no-turn", action="store_true", help="no private turnserver: direct UDP only")
+    turn.add_argument("--turn-host", default=None, help="the private turnserver's name in the URLs handed out "
+                      "(default: the public URL's host)")
+    turn.add_argument("--turn-port", type=int, default=None, help="private turnserver UDP+TCP port (default 3478)")
+    turn.add_argument("--turn-tls-port", type=int, default=None, help="private turnserver TLS port (default 5349)")
+    turn.add_argument("--turn-cert", default=None, help="PEM certificate of the private turnserver's TLS port")
+    turn.add_argument("--turn-key", default=None, help="its PEM key (without these: a self-signed pair)")
+    turn.add_argument("--public-ip", default=None,
+                      help="1:1 NAT: the media node's public address in its ICE candidates "
+                           "(default $BACKUPPLUS_MEDIA_PUBLIC_IP)")
     p.set_defaults(func=serve.cmd_serve)
 
 
@@ -143,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         args = build_parser(settings).parse_args(argv)
-        secrets = [*settings.operator_tokens, settings.token or "", getattr(args, "webhook_secret", None) or ""]
-        for optional in (settings.webhook_secret, settings.metrics_token):
+        secrets = [*settings.operator_tokens, settings.token or "", getattr(args, "webhook_secret", None) or "",
+                   getattr(args, "turn_secret", None) or ""]
+        for optional in (settings.webhook_secret, settings.metrics_token, settings.turn_secret):
             if optional is not None:
                 secrets.append(optional.get_secret_value())
         logsetup.configure(args.log_level, args.log_format, secrets=secrets)

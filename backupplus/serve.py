@@ -1,30 +1,42 @@
 """``backupplus serve``: the broker's API, pages, /metrics and an in-process media node in one process.
 
-Without a Redis URL it starts and owns a private ``redis-server``. SIGTERM lets running calls end
-(the in-process node drains) before the process stops.
+Without a Redis URL it starts and owns a private ``redis-server``; without ``--turn-url`` a private
+coturn ``turnserver`` (participants behind firewalls; direct UDP only when coturn is missing). SIGTERM
+lets running calls end (the in-process node drains) before the process stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
 import signal
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from api.app import create_app
 from api.appkeys import HEALTH_CHECK
 from api.auth import new_operator_token
+from broker.turn import TurnService, derive_turn_secret
 from infra import eventloop
 from infra.redisconn import StoreMisconfigured, store_client
 from infra.redisproc import PrivateRedis, RedisServerError, StateDirLocked
 from infra.settings import Settings
-from quotas.secret import KeyRingError, existing_root
+from infra.turnproc import (
+    INSTALL_HINT,
+    PrivateTurn,
+    TurnConfig,
+    TurnServerError,
+    local_addresses,
+    turnserver_binary,
+)
+from quotas.secret import KeyRingError, existing_root, load_keyring
 
 from .demo import load_demo
 from .media_plane import MEDIA_PLANE, media_plane
@@ -54,6 +66,15 @@ def settings_from(args: argparse.Namespace) -> Settings:
         internal_url=args.internal_url,
         ops_host=args.ops_host,
         ops_port=args.ops_port,
+        turn_urls=tuple(args.turn_url) if args.turn_url else None,
+        turn_secret=args.turn_secret,
+        turn=False if args.no_turn else None,
+        turn_host=args.turn_host,
+        turn_port=args.turn_port,
+        turn_tls_port=args.turn_tls_port,
+        turn_cert=Path(args.turn_cert) if args.turn_cert else None,
+        turn_key=Path(args.turn_key) if args.turn_key else None,
+        media_public_ip=args.public_ip,
     )
 
 
@@ -75,7 +96,9 @@ async def _serve(settings: Settings, demo: bool) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     private: PrivateRedis | None = None
+    private_turn: PrivateTurn | None = None
     supervisor: asyncio.Task[None] | None = None
+    turn_supervisor: asyncio.Task[None] | None = None
     failures: list[str] = []
     if not settings.redis_url:
         private, settings = _start_private_redis(settings)
@@ -83,9 +106,12 @@ async def _serve(settings: Settings, demo: bool) -> int:
         if private is not None and settings.root_secret() is None:
             settings = settings.model_copy(update={"secret_file": await _state_dir_secret(settings)})
         settings = _with_operator_token(settings, demo)
-        app = create_app(settings, media_plane=media_plane(in_process_node=settings.media))
+        turn, private_turn = await _start_turn(settings)
+        app = create_app(settings, media_plane=media_plane(in_process_node=settings.media), turn=turn)
         if private is not None:
             supervisor = _supervise_private_redis(app, private, stop, failures)
+        if private_turn is not None:
+            turn_supervisor = asyncio.create_task(private_turn.supervise(), name="backupplus-private-turn")
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
@@ -105,10 +131,93 @@ async def _serve(settings: Settings, demo: bool) -> int:
             print(f"backupplus serve: {failure}", file=sys.stderr)
         return 3 if failures else 0
     finally:
-        if supervisor is not None:
-            supervisor.cancel()
+        for task in (supervisor, turn_supervisor):
+            if task is not None:
+                task.cancel()
+        if private_turn is not None:
+            private_turn.stop()
         if private is not None:
             private.stop()
+
+
+async def _start_turn(settings: Settings) -> tuple[TurnService, PrivateTurn | None]:
+    """The TURN servers participants are given: --turn-url's; else serve's own turnserver, its secret
+    derived from the broker's root secret; else (coturn missing, --no-turn, or it would not start) none,
+    said in the log and in /readyz."""
+    if settings.turn_urls:
+        print(f"turn: external TURN servers {', '.join(settings.turn_urls)}")
+        return TurnService.external(settings), None
+    ttl = settings.turn_credential_ttl_s
+    if not settings.turn:
+        return TurnService(detail="TURN is off (--no-turn): participants connect over direct UDP only", ttl_s=ttl), None
+    if turnserver_binary() is None:
+        log.warning("%s", INSTALL_HINT)
+        print(f"turn: {INSTALL_HINT}", file=sys.stderr)
+        return TurnService(detail=INSTALL_HINT, ttl_s=ttl), None
+    client = store_client(settings)  # every URL form the broker takes (sentinel, TLS, password)
+    try:
+        secret = derive_turn_secret((await load_keyring(client, settings.root_secret())).signing_root().root)
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable: the app's own start says so next
+        reason = f"the root secret could not be read ({type(exc).__name__}): no private turnserver"
+        log.error("%s", reason)
+        return TurnService(detail=reason, ttl_s=ttl), None
+    finally:
+        await client.aclose()
+    config = _private_turn_config(settings, secret)
+    try:
+        private = PrivateTurn(config, settings.state_dir).start()
+    except TurnServerError as exc:
+        reason = f"the private turnserver did not start ({exc}): participants connect over direct UDP only"
+        log.error("%s", reason)
+        print(f"turn: {reason}", file=sys.stderr)
+        return TurnService(detail=reason, ttl_s=ttl), None
+    urls = tuple(private.server.urls(_turn_public_host(settings)))
+    print(f"turn: started a private turnserver (coturn) for {', '.join(urls)} (log in {private.server.log_file})")
+    service = TurnService(urls=urls, secret=secret, mode="private", detail=f"private turnserver: {', '.join(urls)}",
+                          ttl_s=ttl, health=private.health)
+    return service, private
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::")
+
+
+def _turn_public_host(settings: Settings) -> str:
+    """How participants reach the private turnserver: --turn-host, else the host of the public URL, else
+    the public IP, else the address serve listens on."""
+    if settings.turn_host:
+        return settings.turn_host
+    public = urlsplit(settings.public_url).hostname if settings.public_url else None
+    if public:
+        return public
+    if settings.media_public_ip:
+        return settings.media_public_ip
+    if not _wildcard(settings.host):
+        return settings.host
+    return next(iter(local_addresses()), "127.0.0.1")
+
+
+def _private_turn_config(settings: Settings, secret: str) -> TurnConfig:
+    """Listens where serve listens (every interface for a wildcard host); relays only to the media nodes:
+    this machine's addresses (the in-process node), the public IP and --turn-allowed-peers."""
+    listen_ip: str | None = None
+    try:
+        if not _wildcard(settings.host):
+            listen_ip = str(ipaddress.ip_address(settings.host))
+    except ValueError:
+        listen_ip = None  # a host name: every interface
+    peers = [*local_addresses(), *([settings.media_public_ip] if settings.media_public_ip else []),
+             *settings.turn_allowed_peers]
+    external = None
+    if settings.media_public_ip:
+        external = f"{settings.media_public_ip}/{listen_ip}" if listen_ip else settings.media_public_ip
+    names = [n for n in (_turn_public_host(settings), listen_ip, "localhost") if n]
+    return TurnConfig(
+        secret=secret, listen_ip=listen_ip, port=settings.turn_port, tls_port=settings.turn_tls_port,
+        allowed_peers=list(dict.fromkeys(peers)), external_ip=external, cert=settings.turn_cert,
+        key=settings.turn_key, cert_names=names, user_quota=settings.turn_user_quota,
+        total_quota=settings.turn_total_quota,
+    )
 
 
 def _start_private_redis(settings: Settings) -> tuple[PrivateRedis, Settings]:

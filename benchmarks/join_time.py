@@ -14,6 +14,12 @@ admission, getUserMedia, ICE gathering, offer/answer, ICE, DTLS, first keyframe)
     .venv/bin/python benchmarks/join_time.py              # starts its own server (private Redis)
     .venv/bin/python benchmarks/join_time.py --engines firefox --joins 9
     .venv/bin/python benchmarks/join_time.py --api http://127.0.0.1:8080 --token T   # an existing one
+    .venv/bin/python benchmarks/join_time.py --engines chromium --paths direct,turn-tcp,turn-tls
+
+``--paths`` (Chromium): ``direct`` is the page as users get it (every candidate, TURN servers given; the
+media node's host candidates win on loopback); ``turn-tcp`` and ``turn-tls`` keep only the
+``turn:…?transport=tcp`` or the ``turns:`` URL of the admission's ice_servers and join with
+``?ice=relay`` (TURN relays only), through serve's private turnserver (coturn).
 """
 
 from __future__ import annotations
@@ -40,6 +46,29 @@ from infra.redisproc import free_port
 from tests.chromium import CHROMIUM_ARGS, require_chromium
 
 TARGET_MS = 800
+RELAY_TARGET_MS = 1500  # issue 13: relayed p50 <= 1.5 s, and within 0.5 s of direct
+PATHS = ("direct", "turn-tcp", "turn-tls")
+# Keeps only the TURN URLs of one transport in the configurations the page gives its peer connections.
+TURN_FILTER_JS = """
+(() => {
+  const only = %s;
+  const keep = (u) => only === "tls" ? u.startsWith("turns:") : u.startsWith("turn:") && u.includes("transport=tcp");
+  const filter = (config) => config && config.iceServers ? { ...config,
+    iceServers: config.iceServers.map((s) => ({ ...s, urls: [].concat(s.urls).filter(keep) })) } : config;
+  const Native = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Native {
+    constructor(config) { super(filter(config)); }
+    setConfiguration(config) { return super.setConfiguration(filter(config)); }
+  };
+})();
+"""
+
+
+def path_setup(path: str) -> tuple[str, str]:
+    """(init script, join-link parameters) of a media path."""
+    if path == "direct":
+        return "", ""
+    return TURN_FILTER_JS % json.dumps(path.removeprefix("turn-")), "&ice=relay"
 
 
 def _call(api: str, token: str, method: str, path: str, body: Any = None) -> Any:
@@ -58,6 +87,7 @@ def _start_server(token: str, state_dir: Path) -> tuple[subprocess.Popen[bytes],
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
     env["BACKUPPLUS_OPERATOR_TOKENS"] = token
     env["BACKUPPLUS_MEDIA_REMOTE_CANDIDATES"] = "loopback"  # the browsers are on this machine
+    env["BACKUPPLUS_TURN_PORT"] = env["BACKUPPLUS_TURN_TLS_PORT"] = "0"  # its private turnserver, free ports
     log = (state_dir / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "backupplus.cli", "serve", "--port", str(port), "--state-dir", str(state_dir)],
@@ -84,7 +114,7 @@ def _start_server(token: str, state_dir: Path) -> tuple[subprocess.Popen[bytes],
 
 def _conference(api: str, token: str) -> str:
     today = date.today()
-    number = f"BENCH-{os.getpid()}-{int(time.time())}"
+    number = f"BENCH-{os.getpid()}-{time.time_ns()}"
     serial = f"{number}-MCU"
     _call(
         api,
@@ -116,7 +146,7 @@ def _conference(api: str, token: str) -> str:
         {
             "contract": number,
             "serial": serial,
-            "ticket": {"priority": "urgent", "site": "bench", "contact": "bench"},
+            "ticket": {"priority": "urgent", "site": "bench", "contact": "bench", "description": "benchmark"},
         },
     )
     conf = _call(
@@ -175,7 +205,7 @@ class Engine:
 
     name = ""
 
-    def join(self, url: str, peer: bool = False) -> tuple[dict[str, float], float]:
+    def join(self, url: str, peer: bool = False, init: str = "") -> tuple[dict[str, float], float]:
         raise NotImplementedError
 
     def leave(self) -> None:
@@ -192,12 +222,16 @@ class ChromiumEngine(Engine):
         from playwright.sync_api import sync_playwright
 
         self._pw = sync_playwright().start()
-        self.browser = self._pw.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
+        # --ignore-certificate-errors: serve's private turnserver has a self-signed certificate (turns:)
+        self.browser = self._pw.chromium.launch(executable_path=require_chromium(),
+                                                args=[*CHROMIUM_ARGS, "--ignore-certificate-errors"])
         self.version = self.browser.version
         self._open: list[Any] = []
 
-    def join(self, url: str, peer: bool = False) -> tuple[dict[str, float], float]:
+    def join(self, url: str, peer: bool = False, init: str = "") -> tuple[dict[str, float], float]:
         ctx = self.browser.new_context()
+        if init:
+            ctx.add_init_script(init)
         ctx.add_init_script(PROBE_JS)
         page = ctx.new_page()
         self._open.append((ctx, page))
@@ -231,7 +265,8 @@ class FirefoxEngine(Engine):
         self.version = self.ff.version
         self._open: list[int] = []
 
-    def join(self, url: str, peer: bool = False) -> tuple[dict[str, float], float]:
+    def join(self, url: str, peer: bool = False, init: str = "") -> tuple[dict[str, float], float]:
+        assert not init, "media paths other than direct are measured in Chromium"
         t0 = time.perf_counter()
         page = self.ff.open(url, init=PROBE_JS)
         self._open.append(page)
@@ -252,15 +287,16 @@ class FirefoxEngine(Engine):
         self.ff.close()
 
 
-def run(api: str, token: str, joins: int, peer: bool, engine_name: str) -> dict[str, Any]:
+def run(api: str, token: str, joins: int, peer: bool, engine_name: str, path: str = "direct") -> dict[str, Any]:
     engine: Engine = ChromiumEngine() if engine_name == "chromium" else FirefoxEngine()
     join_url = _conference(api, token)
+    init, extra = path_setup(path)
     results: list[dict[str, Any]] = []
     try:
         if peer:  # someone already in the conference, in the same engine
             engine.join(join_url + "?name=Peer&kind=video&autojoin=1", peer=True)
         for i in range(joins):
-            marks, wall = engine.join(join_url + f"?name=Joiner{i}&kind=video&autojoin=1")
+            marks, wall = engine.join(join_url + f"?name=Joiner{i}&kind=video&autojoin=1{extra}", init=init)
             results.append({"marks": marks, "wall_ms": wall, "phases": phases_of(marks)})
             engine.leave()
             time.sleep(0.5)
@@ -269,6 +305,7 @@ def run(api: str, token: str, joins: int, peer: bool, engine_name: str) -> dict[
     first = [r["marks"]["bx-first-frame"] for r in results]
     return {
         "engine": engine_name,
+        "path": path,
         "version": engine.version,
         "joins": results,
         "p50_first_frame_ms": statistics.median(first),
@@ -291,7 +328,7 @@ def run(api: str, token: str, joins: int, peer: bool, engine_name: str) -> dict[
 
 
 def report(out: dict[str, Any]) -> None:
-    print(f"\n{out['engine']} {out['version']}: {len(out['joins'])} joins")
+    print(f"\n{out['engine']} {out['version']}, path {out.get('path', 'direct')}: {len(out['joins'])} joins")
     for i, r in enumerate(out["joins"]):
         m = r["marks"]
         print(
@@ -314,6 +351,21 @@ def report(out: dict[str, Any]) -> None:
     )
 
 
+def compare_paths(outs: list[dict[str, Any]]) -> None:
+    """Relayed against direct, per engine: p50 and the difference (issue 13's targets)."""
+    direct = {o["engine"]: o["p50_first_frame_ms"] for o in outs if o.get("path") == "direct"}
+    print("\np50 open-link -> first remote frame by media path:")
+    for o in outs:
+        base = direct.get(o["engine"])
+        line = f"  {o['engine']:<9}{o['path']:<10}{o['p50_first_frame_ms']:7.0f} ms"
+        if o["path"] != "direct" and base is not None:
+            delta = o["p50_first_frame_ms"] - base
+            ok = delta <= 500 and o["p50_first_frame_ms"] <= RELAY_TARGET_MS
+            line += f"  ({delta:+.0f} ms vs direct; target <= +500 ms and <= {RELAY_TARGET_MS} ms: " \
+                    f"{'OK' if ok else 'OVER TARGET'})"
+        print(line)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--api", help="an existing broker (default: start one with a private Redis)")
@@ -321,8 +373,13 @@ def main() -> int:
     ap.add_argument("--joins", type=int, default=5)
     ap.add_argument("--no-peer", action="store_true", help="join an empty conference")
     ap.add_argument("--engines", default="chromium,firefox", help="which browsers, in this order")
+    ap.add_argument("--paths", default="direct",
+                    help=f"media paths, comma-separated, of {', '.join(PATHS)} (other than direct: Chromium only)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    paths = args.paths.split(",")
+    if any(p not in PATHS for p in paths):
+        ap.error(f"--paths takes {', '.join(PATHS)}")
 
     proc = None
     tmp = None
@@ -338,9 +395,12 @@ def main() -> int:
     try:
         print(f"machine load average: {os.getloadavg()[0]:.1f}", flush=True)
         for engine in args.engines.split(","):
-            outs.append(run(api, token, args.joins, not args.no_peer, engine))
-            if not args.json:
-                report(outs[-1])
+            for path in paths if engine == "chromium" else ["direct"]:
+                outs.append(run(api, token, args.joins, not args.no_peer, engine, path))
+                if not args.json:
+                    report(outs[-1])
+        if len(paths) > 1 and not args.json:
+            compare_paths(outs)
     finally:
         if proc is not None:
             proc.send_signal(signal.SIGTERM)

@@ -8,6 +8,10 @@ decoded on the node -> composed frame packed for a receiver: p50/p95) and the no
 The clients send pre-encoded VP8 / Opus packets (no client-side encoding) to leave the CPU to the node.
 
     .venv/bin/python benchmarks/media_outage.py [--seconds 20] [--fps 25] [--modes shared,per_receiver]
+    .venv/bin/python benchmarks/media_outage.py --modes shared --turn tcp   # every client relayed by coturn
+
+``--turn udp|tcp``: the 18 clients allow only relay candidates and reach a coturn started for the run
+(``infra.turnproc``) over that transport; its CPU (cores) over the measured window is printed too.
 """
 
 from __future__ import annotations
@@ -328,33 +332,35 @@ async def claim_registry(redis: Any, this_node: str) -> None:
         raise RuntimeError(f"{this_node} said ready but is not in the registry")
 
 
-# all 18 are admitted first, then connect one by one: on a busy machine that takes longer than 30 s
-ADMIT_TTL_MS = 180_000
-
-
-async def join_outage(clients: list[Client], ledger: Any, router: Any, clips: dict[str, Any]) -> None:
+async def join_outage(
+    clients: list[Client], ledger: Any, router: Any, clips: dict[str, Any], config: Any = None
+) -> None:
     """One full outage joins, one by one (18 DTLS handshakes at once are slow on a busy machine):
-    10 video senders and 8 audio participants, appended to ``clients`` as they are made."""
+    10 video senders and 8 audio participants, appended to ``clients`` as they are made.
+    ``config(participant id)``: each client's RTCConfiguration (TURN), default none."""
     from tests.support.media_clients import Client, PacketTrack, admit, seed_conference
+
+    config = config or (lambda _pid: None)
+
+    async def join(client: Client) -> None:  # each one admitted just before it joins: no lease runs out
+        clients.append(client)
+        count_on_the_loop(client.pc)
+        await client.connect(router.offer)
+        await client.wait_connected(30)
 
     oid, cid = await seed_conference(ledger)
     for i in range(10):
-        p = await admit(ledger, oid, cid, f"Video {i + 1}", "video", ttl_ms=ADMIT_TTL_MS)
-        clients.append(
-            Client(
-                p,
-                audio=OpusPackets(clips["opus"][i % len(clips["opus"])]),
-                video=PacketTrack(clips["vp8"][i % len(clips["vp8"])], 30),
-            )
-        )
+        p = await admit(ledger, oid, cid, f"Video {i + 1}", "video")
+        await join(Client(
+            p,
+            audio=OpusPackets(clips["opus"][i % len(clips["opus"])]),
+            video=PacketTrack(clips["vp8"][i % len(clips["vp8"])], 30),
+            config=config(p["id"]),
+        ))
     for i in range(8):
-        p = await admit(ledger, oid, cid, f"Phone {i + 1}", "audio", ttl_ms=ADMIT_TTL_MS)
-        clients.append(Client(p, audio=OpusPackets(clips["opus"][(i + 10) % len(clips["opus"])]), want_video=False))
-    for c in clients:
-        count_on_the_loop(c.pc)
-    for c in clients:
-        await c.connect(router.offer)
-        await c.wait_connected(30)
+        p = await admit(ledger, oid, cid, f"Phone {i + 1}", "audio")
+        await join(Client(p, audio=OpusPackets(clips["opus"][(i + 10) % len(clips["opus"])]), want_video=False,
+                          config=config(p["id"])))
 
 
 @dataclass
@@ -474,6 +480,7 @@ async def run_mode(
     clients: list[Client] = []
     redis: Any = None
     router: MediaRouter | None = None
+    turn, config = start_turn(args.turn)
     try:
         child = await start_node(mode, args, redis_url, port, cap)
         try:
@@ -481,11 +488,16 @@ async def run_mode(
             await claim_registry(redis, f"bench-{mode}")
             router = MediaRouter(redis, Settings())
             first_decoder = len(CountingDecoder.instances)
-            await join_outage(clients, PortLedger(redis), router, clips)
+            await join_outage(clients, PortLedger(redis), router, clips, config)
+            turn0 = (time.monotonic(), proc_cpu_s(turn.process.pid)) if turn and turn.process else None
             before, after, st, encodes0, decoders = await measure(
                 args, child, cap, f"http://127.0.0.1:{port}", first_decoder
             )
-            return summarise(mode, quota, child.pid, (before, after), st, encodes0, decoders)
+            result = summarise(mode, quota, child.pid, (before, after), st, encodes0, decoders)
+            if turn0 is not None and turn is not None and turn.process is not None:
+                result["turn"] = args.turn
+                result["turn_cores"] = (proc_cpu_s(turn.process.pid) - turn0[1]) / (time.monotonic() - turn0[0])
+            return result
         finally:
             for c in clients:
                 await c.close()
@@ -495,8 +507,32 @@ async def run_mode(
                 await redis.aclose()
             stop_node(child)
     finally:
+        if turn is not None:
+            turn.stop()
         if cap:
             cap.remove()
+
+
+def start_turn(transport: str) -> tuple[Any, Any]:
+    """A coturn for the run and each client's relay-only RTCConfiguration, or (None, None)."""
+    if transport == "none":
+        return None, None
+    from aiortc import RTCConfiguration, RTCIceServer
+    from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+    from broker.turn import credentials
+    from infra.turnproc import TurnConfig, TurnServer, local_addresses
+
+    secret = os.urandom(16).hex()
+    turn = TurnServer(TurnConfig(secret=secret, port=0, tls_port=0, allowed_peers=local_addresses())).start()
+    url = f"turn:127.0.0.1:{turn.config.port}?transport={transport}"
+
+    def config(pid: str) -> Any:
+        username, password = credentials(secret, pid, int(time.time()) + 3600)
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=url, username=username, credential=password)],
+                                iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+
+    return turn, config
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -598,6 +634,10 @@ def print_report(
             f"per_receiver / shared: CPU {results[1]['cores'] / results[0]['cores']:.2f}x, "
             f"CPU per frame delivered {results[1]['cpu_ms_per_frame'] / results[0]['cpu_ms_per_frame']:.2f}x"
         )
+    for r in results:
+        if "turn_cores" in r:
+            print(f"coturn relaying all 18 participants over TURN/{r['turn'].upper()} ({run_label(r)}): "
+                  f"{r['turn_cores']:.2f} cores")
     print(f"client process CPU over the whole run: {client_cpu_s:.1f} s")
 
 
@@ -739,6 +779,8 @@ def main() -> None:
         "how a slower machine would do. --plot then draws frame rate and latency against the cap",
     )
     p.add_argument("--plot", default="", help="write a PNG of where each mode's CPU goes")
+    p.add_argument("--turn", choices=("none", "udp", "tcp"), default="none",
+                   help="every client relayed by a coturn started for the run, reached over UDP or TCP")
     p.add_argument("--node-child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cpus", default="", help=argparse.SUPPRESS)
     p.add_argument("--cgroup", default="", help=argparse.SUPPRESS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -236,6 +237,73 @@ class Settings(BaseModel):
     def operator_digests(self) -> frozenset[str]:
         """SHA-256 hex of every operator token: the configured ones and the configured hashes."""
         return self.operator_token_hashes | {hashlib.sha256(t.encode()).hexdigest() for t in self.operator_tokens}
+    # --- TURN (issue 13): participants behind firewalls that let out only TCP 443
+    # External coturn servers (BACKUPPLUS_TURN_URLS, comma-separated; --turn-url, repeatable) sharing one
+    # static-auth-secret (BACKUPPLUS_TURN_SECRET). None given: serve starts its own turnserver (unless
+    # turn is false) listening on turn_host (default: the host of public_url, else host) on turn_port
+    # (UDP and TCP) and turn_tls_port (TLS); 0 picks a free port. Its certificate: turn_cert/turn_key,
+    # else a self-signed one made at start.
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: SecretStr | None = None
+    turn: bool = True
+    turn_host: str | None = None
+    turn_port: int = Field(3478, ge=0, le=65535)
+    turn_tls_port: int = Field(5349, ge=0, le=65535)
+    turn_cert: Path | None = None
+    turn_key: Path | None = None
+    # Media node addresses the private turnserver may relay to, besides this machine's own addresses and
+    # media_public_ip (standalone media nodes elsewhere).
+    turn_allowed_peers: tuple[str, ...] = ()
+    # TURN credentials handed to a participant are valid this long (never past a planned end of the outage).
+    turn_credential_ttl_s: int = Field(12 * 3600, ge=60)
+    turn_user_quota: int = Field(12, ge=1)
+    turn_total_quota: int = Field(1000, ge=1)
+    # 1:1 NAT (cloud machines): the media node's public address replaces its host candidates' addresses.
+    media_public_ip: str | None = None
+
+    @field_validator("turn_urls", "turn_allowed_peers", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(u.strip() for u in value.replace(" ", ",").split(",") if u.strip())
+        return value
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for url in value:
+            parse_turn_url(url)
+        return value
+
+    @field_validator("turn_allowed_peers")
+    @classmethod
+    def _peer_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for address in value:
+            for part in address.split("-"):
+                try:
+                    ipaddress.ip_address(part)
+                except ValueError:
+                    raise ValueError(f"not an IP address or range: {address!r}") from None
+        return value
+
+    @field_validator("media_public_ip")
+    @classmethod
+    def _public_ip(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                return str(ipaddress.ip_address(value))
+            except ValueError:
+                raise ValueError(f"--public-ip must be an IP address, not {value!r}") from None
+        return None
+
+    @model_validator(mode="after")
+    def _turn_secret_given(self) -> Settings:
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError("--turn-url needs --turn-secret (or BACKUPPLUS_TURN_SECRET): the external coturn "
+                             "servers' static-auth-secret")
+        if (self.turn_cert is None) != (self.turn_key is None):
+            raise ValueError("--turn-cert and --turn-key go together")
+        return self
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -256,3 +324,28 @@ class Settings(BaseModel):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+_TURN_URL = re.compile(
+    r"^(?P<scheme>turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?$"
+)
+
+
+def parse_turn_url(url: str) -> tuple[str, str, int, str]:
+    """``turn:host[:port][?transport=udp|tcp]`` or ``turns:…`` (RFC 7065) as (scheme, host, port,
+    transport); ValueError saying what is wrong otherwise. turns: is TLS over TCP."""
+    found = _TURN_URL.match(url.strip())
+    if found is None:
+        raise ValueError(
+            f"cannot parse TURN URL {url!r}: expected turn:HOST[:PORT][?transport=udp|tcp] or "
+            "turns:HOST[:PORT][?transport=tcp], e.g. turns:turn.example.com:443?transport=tcp"
+        )
+    scheme, host = found["scheme"], found["host"]
+    port = int(found["port"]) if found["port"] else (5349 if scheme == "turns" else 3478)
+    if not 0 < port < 65536:
+        raise ValueError(f"TURN URL {url!r}: port {port} is out of range")
+    transport = found["transport"] or ("tcp" if scheme == "turns" else "udp")
+    if scheme == "turns" and transport == "udp":
+        raise ValueError(f"TURN URL {url!r}: turns: runs over TCP (DTLS to TURN is not offered)")
+    return scheme, host, port, transport

@@ -42,6 +42,8 @@ RECEIVER = "aiortc.rtcrtpreceiver.RTCRtpReceiver"
 DTLS = "aiortc.rtcdtlstransport.RTCDtlsTransport"
 VP8 = "aiortc.codecs.vpx.Vp8Encoder"
 SRTP_SESSION = "pylibsrtp.Session"
+ICE_TRANSPORT = "aiortc.rtcicetransport.RTCIceTransport"
+ICE_CONNECTION = "aioice.ice.Connection"
 
 
 def _needs(
@@ -101,6 +103,12 @@ _P_BUFFER = _needs(SRTP_SESSION, "_buffer", "attribute")
 _P_SRTP = _needs(SRTP_SESSION, "_srtp", "attribute")
 _P_ASSERT = _needs("pylibsrtp", "_srtp_assert", "function", ("rc",))
 _P_BINDING = _needs("pylibsrtp", "_binding", "module")
+
+
+# RTCIceTransport: its aioice connection, whose nominated candidate pairs tell how media flows
+# (direct, or through a TURN relay on either side).
+_I_CONNECTION = _needs(ICE_TRANSPORT, "_connection", "attribute")
+_C_NOMINATED = _needs(ICE_CONNECTION, "_nominated", "attribute", types=(dict,))
 
 
 @dataclass(frozen=True)
@@ -270,6 +278,18 @@ def after_each_encoded_frame(sender: Any, sent: Callable[[], None]) -> Hook:
 def vp8_packetize(frame: bytes, picture_id: int) -> list[bytes]:
     """One encoded VP8 frame as RTP payloads, with aiortc's packetiser."""
     return getattr(Vp8Encoder, _V_PACKETIZE)(frame, picture_id)  # type: ignore[no-any-return]
+
+
+# --- ICE -----------------------------------------------------------------------------------------------
+def selected_candidate_types(ice_transport: Any) -> tuple[str, str] | None:
+    """(local, remote) candidate types of the ICE transport's nominated pair (``host``, ``srflx``,
+    ``prflx``, ``relay``); None while none is nominated."""
+    connection = getattr(ice_transport, _I_CONNECTION, None)
+    nominated = getattr(connection, _C_NOMINATED, None) if connection is not None else None
+    if not nominated:
+        return None
+    pair = next(iter(nominated.values()))
+    return str(pair.local_candidate.type), str(pair.remote_candidate.type)
 
 
 # --- pylibsrtp -------------------------------------------------------------------------------------

@@ -23,13 +23,19 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSession
 
 from infra.sdpcheck import InvalidSdp, check_offer
 from infra.settings import Settings
-from media import events, peer
+from media import aiortc_compat, events, peer
 from media.candidates import CandidateGuard
 from media.errors import MediaNodeError
 from media.members import Member
 from media.peer import Offer, Session, read_offer
 from media.room import Room
-from media.sdp import INBOUND_VIDEO_KBPS, cap_video_bandwidth, offered_kinds
+from media.sdp import (
+    INBOUND_VIDEO_KBPS,
+    announce_public_ip,
+    cap_video_bandwidth,
+    offered_kinds,
+    without_end_of_candidates,
+)
 from media.tracks import AudioOutTrack, VideoOutTrack
 from quotas import nodes as registry
 from quotas.ledger import PortLedger
@@ -97,9 +103,27 @@ class MediaNode:
     def hosted_outages(self) -> set[str]:
         return {s.outage for s in self.sessions.values()}
 
+    def paths(self) -> dict[str, int]:
+        """Connected sessions by media path, read from each one's nominated ICE candidate pair: ``relay``
+        when either end is a TURN relay candidate (the participant is behind a firewall), else ``direct``."""
+        counts = {"direct": 0, "relay": 0}
+        for session in self.sessions.values():
+            if not session.connected or session.closing:
+                continue
+            transceivers = session.pc.getTransceivers()
+            if not transceivers:
+                continue
+            types = aiortc_compat.selected_candidate_types(transceivers[0].receiver.transport.transport)
+            if types is not None:
+                counts["relay" if "relay" in types else "direct"] += 1
+        return counts
+
     def fields(self) -> dict[str, Any]:
         outages = self.hosted_outages()
+        paths = self.paths()
         return {
+            "sessions_direct": paths["direct"],
+            "sessions_relay": paths["relay"],
             "url": self.url,
             "capacity": self.capacity,
             "load": self.load,
@@ -206,7 +230,9 @@ class MediaNode:
             room.add(session.member)
             peer.tap_inbound(session, room)
             self._watch(session)
-            await session.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await session.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=without_end_of_candidates(sdp), type="offer")
+            )
             if guard.total:
                 log.info("media node %s: %s's offer: %d remote candidates ignored (%s; policy %s)", self.node_id,
                          offer.pid, guard.total, ", ".join(f"{k} {v}" for k, v in sorted(guard.dropped.items())),
@@ -228,7 +254,10 @@ class MediaNode:
             asyncio.create_task(self._connect_deadline(session), name=f"connect-deadline-{offer.pid}")
         )
         local = session.pc.localDescription
-        return {"type": local.type, "sdp": cap_video_bandwidth(local.sdp, INBOUND_VIDEO_KBPS)}
+        answer = cap_video_bandwidth(local.sdp, INBOUND_VIDEO_KBPS)
+        if self.settings.media_public_ip:
+            answer = announce_public_ip(answer, self.settings.media_public_ip)
+        return {"type": local.type, "sdp": answer}
 
     def _accept(self, participant: dict[str, Any], sdp_type: str) -> Offer:
         """Read the participant document; refuse what this node will not take (stopping, draining, full)."""
@@ -308,6 +337,7 @@ class MediaNode:
                 return
             if state == "connected" and not session.connected:
                 session.connected = True
+                self._bump()  # the heartbeat carries the sessions' media paths
                 self._spawn(self._renew_one(session), name=f"renew-first-{pid}")
             elif state in ("failed", "closed"):
                 self._spawn(

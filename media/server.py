@@ -37,6 +37,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--public-url", default=None, help="URL brokers reach this node at (default http://host:port)"
     )
     p.add_argument("--node-id", default=None)
+    p.add_argument("--public-ip", default=None,
+                   help="1:1 NAT: the node's public address in its ICE candidates (default $BACKUPPLUS_MEDIA_PUBLIC_IP)")
     p.add_argument("--drain-timeout", type=float, default=600.0, help="seconds to let calls end on SIGTERM")
     p.add_argument("--remote-candidates", choices=["public", "private", "loopback"], default=None,
                    help="remote ICE candidates checked: public (default), private, loopback (one machine)")
@@ -79,6 +81,7 @@ async def serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         redis_url=args.redis_url, host=args.host, port=args.port, media_capacity_ports=args.capacity,
         media_remote_candidates=args.remote_candidates,
+        media_public_ip=args.public_ip,
     )
     url = args.public_url or f"http://{args.host}:{args.port}"
     redis = connect(args.redis_url, decode_responses=True)

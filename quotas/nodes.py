@@ -104,3 +104,21 @@ async def node_states(redis: Any) -> dict[str, int]:
         else:
             counts["ready"] += 1
     return counts
+
+
+async def media_paths(redis: Any) -> dict[str, int]:
+    """For /metrics: connected sessions on the live nodes by media path (direct, or relayed by TURN)."""
+    counts = {"direct": 0, "relay": 0}
+    ts = now_ms()
+    entries = await redis.zrange(keys.MEDIA_NODES, 0, -1, withscores=True)
+    live = [as_str(member) for member, score in entries if ts - int(score) <= DEAD_AFTER_MS]
+    if not live:
+        return counts
+    async with redis.pipeline(transaction=False) as pipe:
+        for node_id in live:
+            pipe.hmget(keys.media_node(node_id), "sessions_direct", "sessions_relay")
+        rows = await pipe.execute()
+    for direct, relay in rows:
+        counts["direct"] += int(as_str(direct) or 0) if direct is not None else 0
+        counts["relay"] += int(as_str(relay) or 0) if relay is not None else 0
+    return counts

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what Backup+ needs on a fresh Debian machine: the Debian packages (redis-server; for the
+# Installs what Backup+ needs on a fresh Debian machine: the Debian packages (redis-server, coturn; for the
 # tests chromium, prometheus's promtool, iproute2, nftables, faketime, janus, firefox-esr and node),
 # puppeteer-core (npm ci in tools/browser) and a virtualenv with the project and its dev tools.
 # Idempotent and quick when everything is already there.
@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 
 want_debs=()
 command -v redis-server >/dev/null 2>&1 || want_debs+=(redis-server)
+# serve starts its own TURN server (coturn's turnserver) for participants behind firewalls
+command -v turnserver >/dev/null 2>&1 || want_debs+=(coturn)
 if [ "${1:-}" = "--test" ]; then
   command -v chromium >/dev/null 2>&1 || want_debs+=(chromium)
   command -v promtool >/dev/null 2>&1 || want_debs+=(prometheus)
@@ -41,6 +43,11 @@ if [ ${#want_debs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${want_debs[@]}" >/dev/null || status=$?
   if [ -n "$own_policy" ]; then $SUDO rm -f "$own_policy"; trap - EXIT; fi
   [ "$status" -eq 0 ] || exit "$status"
+  # coturn's package enables its system service for the next boot: serve owns its own turnserver, a
+  # system one would hold ports 3478/5349. Disabled (and stopped) where systemd runs.
+  if [[ " ${want_debs[*]} " == *" coturn "* ]] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now coturn >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ "${1:-}" = "--test" ] && [ -f tools/browser/package-lock.json ]; then

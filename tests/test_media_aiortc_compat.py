@@ -76,6 +76,8 @@ async def instances() -> AsyncIterator[dict[str, Any]]:
             aiortc_compat.RECEIVER: transceiver.receiver,
             aiortc_compat.ICE_GATHERER: transceiver.sender.transport.transport.iceGatherer,
             aiortc_compat.SRTP_SESSION: Session(policy=Policy(key=os.urandom(30), ssrc_type=Policy.SSRC_ANY_OUTBOUND)),
+            aiortc_compat.ICE_TRANSPORT: transceiver.receiver.transport.transport,
+            aiortc_compat.ICE_CONNECTION: transceiver.receiver.transport.transport._connection,
         }
     finally:
         await pc.close()

@@ -25,7 +25,6 @@ PENDING_METRICS = {
     "backupplus_sla_deadlines_total": "acknowledgement and restore lifecycle",
     "backupplus_outages_restore_overdue": "acknowledgement and restore lifecycle",
     "backupplus_ledger_repairs_total": "the ledger's repair pass",
-    "backupplus_media_sessions": "TURN and relayed sessions",
 }
 
 

@@ -7,6 +7,11 @@
 // offers again as the same participant.
 // Media failure or a dead node → new offer for the same participant while its lease lives,
 // else (410 participant_gone) a new admission; exponential backoff with jitter in between.
+// Firewalls: the admission's ice_servers (TURN, credentials for this participant) go into the peer
+// connection. ICE disconnected or failed → an ICE restart on the same peer connection (new offer with
+// iceRestart, same participant token); an attempt that never connected is retried through TURN only
+// (iceTransportPolicy "relay"), and the page says it connects through the company firewall.
+// `?ice=relay` goes through TURN from the start (support: a network known to block everything else).
 
 import { api, ApiError, enc, sleep } from "./api.js";
 import { applyI18n, fmtDateTime, fmtDuration, onLangChange, setText, setupLangSwitch, t } from "./i18n.js";
@@ -40,6 +45,14 @@ const DISCONNECT_GRACE_MS = 2000;
 const POLL_CONNECTED_MS = 3000;
 const POLL_IDLE_MS = 15000;
 const MAX_BACKOFF_MS = 15000;
+// An attempt not connected this long after its answer counts as failed (browsers take up to 30 s to
+// declare ICE failed): the next one goes through TURN.
+const CONNECT_DEADLINE_MS = 8000;
+const MAX_ICE_RESTARTS = 3; // in a row without connecting; then the full reconnect loop
+const RELAY_QUIET_MS = 120; // after a relay candidate, this long without another one: gathering done
+const RELAY_WAIT_MS = 1500; // with host candidates, this long at most for the first relay candidate
+const POLICY = ["all", "relay"]; // iceTransportPolicy: every candidate, or TURN relays only
+const PATH = ["direct", "relay"]; // body.dataset.path once connected
 
 const PLANNED_END_WARNING_MS = 10 * 60 * 1000;
 // The tab's participant (id, token, kinds): a reload comes back as the same participant.
@@ -59,7 +72,14 @@ const session = {
   everConnected: false,
   downgraded: false,
   disconnectTimer: null,
+  iceServers: [], // RTCIceServer list of the admission (TURN credentials for this participant)
+  relayOnly: false, // iceTransportPolicy "relay": after an attempt over every candidate failed
+  attemptConnected: false, // the current offer/answer got ICE connected
+  iceRestarts: 0, // ICE restarts since the last connection
+  restarting: false,
+  connectTimer: null,
 };
+if (params.get("ice") === "relay") session.relayOnly = true;
 const local = { stream: new MediaStream(), micMuted: false, camMuted: false, audioCtx: null, meterRaf: 0 };
 let windowEndsAt = null;
 let endedForGood = false;
@@ -354,11 +374,13 @@ function clearRemote() {
 
 function closePc() {
   clearTimeout(session.disconnectTimer);
+  clearTimeout(session.connectTimer);
   if (session.pc) {
     const pc = session.pc;
     session.pc = null;
     pc.ontrack = null;
     pc.onconnectionstatechange = null;
+    pc.oniceconnectionstatechange = null;
     try {
       pc.close();
     } catch { /* already closed */ }
@@ -370,11 +392,17 @@ function closePc() {
  * description. The media node (aiortc/aioice) pairs UDP candidates only, and Chromium gathers all
  * of its UDP host candidates within a few ms but its TCP ones ~150 ms later: so "gathering complete",
  * or the first TCP candidate after UDP ones, or 60 ms without a new UDP candidate, whichever first
- * (capped). Listen before setLocalDescription so that no candidate is missed.
+ * (capped). With TURN servers the relay candidates (UDP on the media node's side, whatever the
+ * transport to the TURN server) come after a round trip to it: then "complete", or RELAY_QUIET_MS
+ * without a new candidate after a relay one, or RELAY_WAIT_MS after the first UDP host candidate
+ * without any relay one (a TURN server down must not hold up direct joins; capped). Listen before
+ * setLocalDescription so that no candidate is missed.
  */
 function waitIceCandidates(pc) {
+  const turn = hasTurn();
   return new Promise((resolve) => {
     let udp = 0;
+    let relays = 0;
     let quiet = null;
     const finish = () => {
       clearTimeout(quiet);
@@ -387,6 +415,17 @@ function waitIceCandidates(pc) {
       if (!ev.candidate || !ev.candidate.candidate) return finish();
       const c = ev.candidate;
       const isUdp = (c.protocol || "").toLowerCase() === "udp" || / udp /i.test(c.candidate);
+      if (turn) {
+        if ((c.type || "") === "relay" || / typ relay/.test(c.candidate)) relays += 1;
+        if (relays > 0) {
+          clearTimeout(quiet);
+          quiet = setTimeout(finish, RELAY_QUIET_MS);
+        } else if (isUdp && !quiet) {
+          // a TURN server that does not answer must not hold up a join that can go direct
+          quiet = setTimeout(finish, RELAY_WAIT_MS);
+        }
+        return;
+      }
       if (isUdp) {
         udp += 1;
         clearTimeout(quiet);
@@ -396,7 +435,7 @@ function waitIceCandidates(pc) {
       }
     };
     const onState = () => { if (pc.iceGatheringState === "complete") finish(); };
-    const cap = setTimeout(finish, ICE_GATHER_TIMEOUT_MS);
+    const cap = setTimeout(finish, turn ? 2 * ICE_GATHER_TIMEOUT_MS : ICE_GATHER_TIMEOUT_MS);
     pc.addEventListener("icecandidate", onCandidate);
     pc.addEventListener("icegatheringstatechange", onState);
   });
@@ -412,7 +451,7 @@ function remember() {
     if (session.participantId) {
       sessionStorage.setItem(STORED, JSON.stringify({
         id: session.participantId, token: session.participantToken, kind: session.kind,
-        requestedKind: session.requestedKind,
+        requestedKind: session.requestedKind, iceServers: session.iceServers,
       }));
     } else sessionStorage.removeItem(STORED);
   } catch { /* storage disabled: a reload joins as a new participant */ }
@@ -421,6 +460,7 @@ function remember() {
 function forget() {
   session.participantId = null;
   session.participantToken = null;
+  session.iceServers = []; // credentials of that participant: the next admission brings its own
   remember();
 }
 
@@ -437,6 +477,7 @@ async function admit() {
   session.participantId = p.id;
   session.participantToken = p.participant_token;
   session.kind = p.kind === "audio" ? "audio" : "video";
+  session.iceServers = Array.isArray(p.ice_servers) ? p.ice_servers : [];
   const downgraded = p.downgraded ?? (session.requestedKind === "video" && session.kind === "audio");
   session.downgraded = Boolean(downgraded);
   remember();
@@ -444,10 +485,24 @@ async function admit() {
   else notice(null);
 }
 
+function hasTurn() {
+  return session.iceServers.length > 0;
+}
+
+/** The peer connection's configuration: the participant's TURN servers; relay only after a failure. */
+function pcConfig() {
+  return {
+    bundlePolicy: "max-bundle",
+    iceServers: session.iceServers,
+    iceTransportPolicy: POLICY[session.relayOnly && hasTurn() ? 1 : 0],
+  };
+}
+
 /** A peer connection with our tracks for `kind` and a complete (non-trickle) offer. */
 async function prepareOffer(kind) {
   closePc();
-  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+  const config = pcConfig();
+  const pc = new RTCPeerConnection(config);
   const gen = ++session.pcGen;
   session.pc = pc;
   const audio = currentTrack("audio");
@@ -460,11 +515,13 @@ async function prepareOffer(kind) {
   }
   pc.ontrack = attachRemote;
   pc.onconnectionstatechange = () => onPcState(pc, gen);
+  pc.oniceconnectionstatechange = () => onIceState(pc, gen);
+  if (config.iceTransportPolicy === "relay") status("st_turn");
   const gathered = waitIceCandidates(pc);
   await pc.setLocalDescription(await pc.createOffer());
   await gathered;
   performance.mark("bp-ice");
-  return { pc, gen, kind };
+  return { pc, gen, kind, configKey: JSON.stringify(config) };
 }
 
 /** Offer → answer for the current participant; reuses `prepared` when it fits the granted kind. */
@@ -474,7 +531,7 @@ async function negotiate(runId, prepared = null) {
   performance.mark("bp-media");
   let offer = prepared;
   const usable = offer && offer.gen === session.pcGen && offer.kind === session.kind &&
-    offer.pc.signalingState === "have-local-offer";
+    offer.pc.signalingState === "have-local-offer" && offer.configKey === JSON.stringify(pcConfig());
   if (!usable) offer = await prepareOffer(session.kind);
   const { pc, gen } = offer;
   if (runId !== session.runId || gen !== session.pcGen) return;
@@ -485,7 +542,94 @@ async function negotiate(runId, prepared = null) {
   if (gen !== session.pcGen) return;
   performance.mark("bp-answer");
   await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-  status("st_connecting_media");
+  status(session.relayOnly && hasTurn() ? "st_turn" : "st_connecting_media");
+  armConnectDeadline(pc, gen);
+}
+
+/** An attempt that is not connected in time is restarted (through TURN, having failed over all). */
+function armConnectDeadline(pc, gen) {
+  session.attemptConnected = false;
+  clearTimeout(session.connectTimer);
+  session.connectTimer = setTimeout(() => {
+    if (gen === session.pcGen && !session.attemptConnected) restartIce(pc, gen);
+  }, CONNECT_DEADLINE_MS);
+}
+
+function onIceState(pc, gen) {
+  if (gen !== session.pcGen || session.leaving) return;
+  const s = pc.iceConnectionState;
+  if (s === "connected" || s === "completed") {
+    clearTimeout(session.disconnectTimer);
+    clearTimeout(session.connectTimer);
+    session.attemptConnected = true;
+    session.iceRestarts = 0;
+    reportPath(pc, gen);
+  } else if (s === "disconnected") {
+    // often back by itself within a second or two (a Wi-Fi hiccup): restart only if it is not
+    clearTimeout(session.disconnectTimer);
+    session.disconnectTimer = setTimeout(() => {
+      if (gen === session.pcGen && ["disconnected", "failed"].includes(pc.iceConnectionState)) restartIce(pc, gen);
+    }, DISCONNECT_GRACE_MS);
+  } else if (s === "failed") {
+    restartIce(pc, gen);
+  }
+}
+
+/**
+ * ICE restart on the same peer connection, as the same participant: a new offer with iceRestart
+ * (new ICE credentials, the same tracks) answered by the media node. An attempt that never
+ * connected over every candidate is followed by one through TURN only. Too many in a row, or an
+ * answer refused (participant gone, node gone): the full reconnect loop.
+ */
+async function restartIce(pc, gen) {
+  if (session.restarting || gen !== session.pcGen || session.leaving || endedForGood) return;
+  if (body.dataset.state === "refused" || !session.participantId) return;
+  if (session.iceRestarts >= MAX_ICE_RESTARTS) return reconnect();
+  session.restarting = true;
+  session.iceRestarts += 1;
+  clearTimeout(session.connectTimer);
+  clearTimeout(session.disconnectTimer);
+  try {
+    if (!session.attemptConnected && hasTurn() && !session.relayOnly) {
+      session.relayOnly = true;
+      pc.setConfiguration(pcConfig());
+    }
+    setState("joining");
+    status(session.relayOnly && hasTurn() ? "st_turn" : "st_reconnecting_now");
+    const gathered = waitIceCandidates(pc);
+    await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+    await gathered;
+    if (gen !== session.pcGen) return;
+    const answer = await api("POST", `/v1/participants/${enc(session.participantId)}/offer`, {
+      token: session.participantToken,
+      body: { type: "offer", sdp: pc.localDescription.sdp },
+    });
+    if (gen !== session.pcGen) return;
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    armConnectDeadline(pc, gen);
+  } catch {
+    if (gen === session.pcGen) {
+      session.restarting = false;
+      reconnect();
+    }
+  } finally {
+    session.restarting = false;
+  }
+}
+
+/** body.dataset.path: "relay" when the selected candidate pair goes through TURN, else "direct". */
+async function reportPath(pc, gen) {
+  try {
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((r) => {
+      if (r.type === "transport" && r.selectedCandidatePairId) pair = stats.get(r.selectedCandidatePairId);
+    });
+    const localCandidate = pair && stats.get(pair.localCandidateId);
+    if (gen !== session.pcGen || !localCandidate) return;
+    body.dataset.path = PATH[localCandidate.candidateType === "relay" ? 1 : 0];
+    if (body.dataset.path === "relay" && body.dataset.state === "connected") notice("st_turn_connected");
+  } catch { /* stats are a nicety */ }
 }
 
 function onPcState(pc, gen) {
@@ -493,21 +637,22 @@ function onPcState(pc, gen) {
   const s = pc.connectionState;
   if (s === "connected") {
     clearTimeout(session.disconnectTimer);
+    clearTimeout(session.connectTimer);
     session.attempts = 0;
+    session.iceRestarts = 0;
+    session.attemptConnected = true;
     session.everConnected = true;
-    notice(session.downgraded ? "downgraded" : null, { n: videoPorts });
+    notice(session.downgraded ? "downgraded" : (body.dataset.path === "relay" ? "st_turn_connected" : null),
+      { n: videoPorts });
     setState("connected");
     status(session.kind === "audio" ? "st_connected_audio" : "st_connected");
     if (session.kind === "audio") {
       el.remotePlaceholder.hidden = false;
       setText(el.remotePlaceholder, "remote_audio_only");
     }
-  } else if (s === "disconnected") {
-    clearTimeout(session.disconnectTimer);
-    session.disconnectTimer = setTimeout(() => {
-      if (gen === session.pcGen && pc.connectionState !== "connected") reconnect();
-    }, DISCONNECT_GRACE_MS);
-  } else if (s === "failed" || s === "closed") {
+  } else if (s === "failed" && pc.iceConnectionState !== "failed") {
+    reconnect(); // DTLS failed: a new peer connection (ICE failures restart ICE: onIceState)
+  } else if (s === "closed") {
     reconnect();
   }
 }
@@ -542,12 +687,15 @@ async function connect({ immediate = true } = {}) {
     try {
       let prepared = null;
       if (!session.participantId) {
-        // While the broker admits us: start the camera and prepare the offer for the kind we
-        // asked for (used as is unless we are downgraded). Each takes some 100 ms.
+        // While the broker admits us: start the camera, then prepare the offer for the kind
+        // granted. The offer waits for the admission (which usually answers before the camera is
+        // up): its peer connection needs the participant's TURN servers, and gathering twice
+        // (without, then with them) would cost a gathering.
         const admitted = admit();
         admitted.catch(() => {}); // handled below; avoid an unhandled rejection meanwhile
         const ahead = ensureMedia(session.requestedKind)
-          .then(() => (runId === session.runId ? prepareOffer(session.requestedKind) : null))
+          .then(() => admitted)
+          .then(() => (runId === session.runId ? prepareOffer(session.kind || session.requestedKind) : null))
           .catch(() => null);
         await admitted;
         prepared = await ahead;
@@ -918,6 +1066,7 @@ function restore() {
   session.participantId = stored.id;
   session.participantToken = stored.token;
   session.kind = stored.kind === "audio" ? "audio" : "video";
+  session.iceServers = Array.isArray(stored.iceServers) ? stored.iceServers : [];
   session.requestedKind = stored.requestedKind === "audio" ? "audio" : "video";
   const r = document.querySelector(`input[name="kind"][value="${session.requestedKind}"]`);
   if (r) r.checked = true;

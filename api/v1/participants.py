@@ -4,16 +4,18 @@ participant token (offer, read, leave). A join token no longer acts on participa
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from broker import errors
 from broker.participants import Admission
+from broker.turn import ice_servers
 from infra.sdpcheck import InvalidSdp, check_offer
 
 from .. import models, problems
-from ..appkeys import KEYS, MEDIA_GATEWAY, TELEMETRY
+from ..appkeys import KEYS, MEDIA_GATEWAY, TELEMETRY, TURN
 from ..auth import sign_participant_token
 from ..openapi import doc, header
 from ..problems import Problem
@@ -29,13 +31,25 @@ def _result(admission: Admission) -> str:
     return "downgraded" if admission.downgraded else "granted"
 
 
-def admitted(request: web.Request, admission: Admission) -> dict[str, Any]:
-    """The admission answer: the participant, its own token and the ICE servers it must use."""
+async def _planned_end(request: web.Request, outage_id: str | None) -> datetime | None:
+    """The outage's planned end, if the hotline set one: TURN credentials never outlive it."""
+    if not outage_id or not request.app[TURN].enabled:
+        return None
+    found = await broker(request).outages.fields(outage_id)
+    planned = found[1].get("window_ends_at") if found else None
+    return datetime.fromisoformat(planned) if planned else None
+
+
+async def admitted(request: web.Request, admission: Admission) -> dict[str, Any]:
+    """The admission answer: the participant, its own token and the ICE servers it must use (its TURN
+    credentials, valid 12 h by default and never past a planned end of the outage)."""
     p = admission.participant
+    desk = broker(request)
+    planned_end = await _planned_end(request, p.get("outage"))
     return {
         **p,
         "participant_token": sign_participant_token(request.app[KEYS].signing_key("participant"), p["id"]),
-        "ice_servers": [],
+        "ice_servers": ice_servers(request.app[TURN], p["id"], desk.clock(), planned_end),
         "preempted": admission.preempted is not None,
     }
 
@@ -84,7 +98,7 @@ async def admit_participant(request: web.Request) -> web.Response:
         telemetry.admissions.observe(body.kind, result, time.perf_counter() - started)
     if admission.preempted:
         telemetry.preemptions.inc(admission.participant["kind"])
-    answer = admitted(request, admission)
+    answer = await admitted(request, admission)
     headers = {"Location": f"/v1/participants/{answer['id']}"}
     if admission.replayed:
         headers["Idempotent-Replayed"] = "true"

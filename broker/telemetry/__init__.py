@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from .admissions import AdmissionMetrics
 from .ledger_repairs import LedgerRepairsCollector
 from .media_nodes import MediaNodesCollector
+from .media_sessions import MediaSessionsCollector
 from .outages import OutagesCollector
 from .ports import PortsCollector
 from .preemptions import PreemptionMetrics
@@ -67,6 +68,7 @@ class Telemetry:
             _WhileFresh(PortsCollector(redis)),
             _WhileFresh(OutagesCollector(redis)),
             _WhileFresh(MediaNodesCollector(redis)),
+            _WhileFresh(MediaSessionsCollector(redis)),
             _WhileFresh(SlaDeadlinesCollector(redis)),
             _WhileFresh(RestoreOverdueCollector(redis, clock)),
             _WhileFresh(LedgerRepairsCollector(redis)),

@@ -106,9 +106,9 @@ SIMPLE_PANELS: dict[str, tuple[str, str, str, list[tuple[str, str]]]] = {
     ),
     "media_sessions": (
         "Media sessions, direct / relay",
-        "Participants' media connections by path: direct, or relayed through TURN.",
+        "Participants' media connections by path: direct, or relayed through TURN (the same in every broker).",
         "short",
-        [("sum by (path) (backupplus_media_sessions)", "{{path}}")],
+        [("max by (path) (backupplus_media_sessions)", "{{path}}")],
     ),
     "deadlines": (
         "SLA deadlines met / missed",

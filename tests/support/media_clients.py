@@ -181,9 +181,10 @@ class Client:
         want_video: bool = True,
         decode_video: bool = True,
         keep_audio_s: float = 2.0,
+        config: RTCConfiguration | None = None,
     ) -> None:
         self.participant = participant
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.pc = RTCPeerConnection(config or RTCConfiguration(iceServers=[]))
         self.audio_chunks: deque[np.ndarray] = deque(maxlen=int(keep_audio_s * 50))
         self.video_frames = 0
         self.video_first_at: float | None = None
