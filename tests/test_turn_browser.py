@@ -54,7 +54,8 @@ def server(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
     env.update(BACKUPPLUS_OPERATOR_TOKENS=OPERATOR, BACKUPPLUS_ADMISSION_RATE_BURST="1000",
-               BACKUPPLUS_TURN_PORT="0", BACKUPPLUS_TURN_TLS_PORT="0")
+               BACKUPPLUS_TURN_PORT="0", BACKUPPLUS_TURN_TLS_PORT="0",
+               BACKUPPLUS_MEDIA_REMOTE_CANDIDATES="loopback")  # the relays are on this machine
     workdir = tmp_path_factory.mktemp("serve-turn")
     log = workdir / "serve.log"
     with log.open("w") as out:

@@ -53,7 +53,7 @@ async def test_an_aiortc_client_through_turn_tcp_gets_media(redis, coturn: TurnS
     """(TURN over TLS is shown with Chromium: aiortc takes no CA for a turns: server's certificate.)"""
     scheme = "turn"
     ledger = PortLedger(redis)
-    node = MediaNode(Settings(), url="http://127.0.0.1:9")
+    node = MediaNode(Settings(media_remote_candidates="loopback"), url="http://127.0.0.1:9")
     await node.start(redis)
     router = MediaRouter(redis, Settings(), local_node=node)
     oid, cid = await seed_conference(ledger)

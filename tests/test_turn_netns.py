@@ -85,7 +85,8 @@ def firewalled(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFacto
         port, turn_port, tls_port = free_port(), free_udp_tcp_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUPPLUS_")}
         env.update(BACKUPPLUS_OPERATOR_TOKENS=OPERATOR, BACKUPPLUS_ADMISSION_RATE_BURST="1000",
-                   BACKUPPLUS_TURN_PORT=str(turn_port), BACKUPPLUS_TURN_TLS_PORT=str(tls_port))
+                   BACKUPPLUS_TURN_PORT=str(turn_port), BACKUPPLUS_TURN_TLS_PORT=str(tls_port),
+                   BACKUPPLUS_MEDIA_REMOTE_CANDIDATES="loopback")  # the relays are on this machine
         log = workdir / "serve.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
