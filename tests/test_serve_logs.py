@@ -15,14 +15,14 @@ from infra.redisproc import RedisServer, free_port
 
 from .api_helpers import contract_body, declare_body
 from .broker_process import running_broker
-from .test_api_middleware import OFFER_WITHOUT_ICE
+from .test_api_middleware import BROWSER_OFFER
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 OPERATOR = "op-" + "7Qm2xR9vLc4Tz8Kp1Wn6Hy3Jd5Fb0Gs"
 SECRET = "whsec_" + base64.b64encode(b"a serve-run secret, 32 bytes!!!").decode()
 RECEIVER_KEY = "receiver-query-secret-4f9a1c"
-OFFER = OFFER_WITHOUT_ICE
+OFFER = BROWSER_OFFER  # a valid offer (a malformed one is 422 before any media plane is asked)
 
 
 async def _run_requests(api: str) -> dict[str, str]:

@@ -194,8 +194,11 @@ def test_a_browser_that_can_only_reach_tcp_ports_joins_through_turn(firewalled: 
             assert _call(base, "GET", f"/v1/participants/{pid}", token=OPERATOR)["state"] == "connected"
             # heard: the media node reports (RTCP) receiving the firewalled page's audio, and the direct
             # page receives the conference's mix
-            sent = pages["inside"].evaluate(AUDIO_SENT_JS)
-            assert sent["packetsSent"] > 0 and sent["reportedBack"], sent
+            heard_by = time.monotonic() + 15  # the node's receiver reports come every few seconds
+            while not (sent := pages["inside"].evaluate(AUDIO_SENT_JS))["reportedBack"]:
+                assert time.monotonic() < heard_by, sent
+                time.sleep(0.5)
+            assert sent["packetsSent"] > 0, sent
             assert pages["outside"].evaluate(AUDIO_RECEIVED_JS) > 0
             assert pages["inside"].evaluate(AUDIO_RECEIVED_JS) > 0
             metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()

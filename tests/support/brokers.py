@@ -78,11 +78,16 @@ class BrokerProcess:
         # the chaos loads admit from one link far faster than people join a meeting: no rate limit
         env.update({"BACKUPPLUS_OPERATOR_TOKENS": OPERATOR, "BACKUPPLUS_LOG_LEVEL": "INFO",
                     "BACKUPPLUS_PUBLIC_URL": self.base_url, "BACKUPPLUS_ADMISSION_RATE_BURST": "100000",
+                    # no private turnserver unless a test asks (the fault tests are about Redis and the
+                    # ledger; and libfaketime's nanosleep answers EINVAL to its start-up wait)
+                    "BACKUPPLUS_TURN": "false",
                     "BACKUPPLUS_MEDIA_REMOTE_CANDIDATES": "loopback",  # clients on this machine
                     **self.env})
         with open(self.log_path, "ab") as log:
+            # a process group of its own: a prefix (faketime, ip netns exec) may not pass signals on, and
+            # every process of the broker must go when the test stops it
             self.process = subprocess.Popen(self.command(), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
         if wait:
             self.wait_healthy(timeout)
         return self
@@ -110,27 +115,37 @@ class BrokerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def _signal(self, sig: int) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def kill(self) -> None:
-        """kill -9."""
+        """kill -9 (of the broker and anything its prefix runs it in)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            self._signal(signal.SIGKILL)
             self.process.wait(10)
 
     def terminate(self, timeout: float = 40.0) -> int:
         """SIGTERM (drain), then the exit status."""
         assert self.process is not None
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self._signal(signal.SIGTERM)
         return self.process.wait(timeout)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self._signal(signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._signal(signal.SIGKILL)
                 self.process.wait(10)
+        self._signal(signal.SIGKILL)  # whatever of its group outlived it (a prefix's child)
 
 
 def start_all(brokers: Sequence[BrokerProcess], timeout: float = 60.0) -> list[BrokerProcess]:
