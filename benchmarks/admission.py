@@ -84,7 +84,7 @@ def start_broker(redis_url: str, port: int, loop: str = "asyncio", **env_extra: 
     env = {**os.environ, "BACKUPPLUS_OPERATOR_TOKENS": TOKEN, "BACKUPPLUS_LOG_LEVEL": "WARNING", "BACKUPPLUS_LOOP": loop,
            **BROKER_ENV, **env_extra}
     return subprocess.Popen(
-        [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--redis-url", redis_url, "--port", str(port)],
+        [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--no-turn", "--redis-url", redis_url, "--port", str(port)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
 

@@ -172,8 +172,10 @@ def _tail(path: Path, n: int = 15) -> str:
 
 
 def broker_command(redis_url: str, port: int, media: bool = True) -> list[str]:
+    # no TURN server: the load's WebRTC probes connect directly on this machine, and the brokers of one
+    # run would otherwise share the working directory's .state for their private turnservers
     return [sys.executable, "-m", "backupplus.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--redis-url", redis_url, *([] if media else ["--no-media"])]
+            "--redis-url", redis_url, "--no-turn", *([] if media else ["--no-media"])]
 
 
 def media_command(redis_url: str, port: int) -> list[str]:

@@ -86,7 +86,8 @@ def split(redis_server: RedisServer, tmp_path: Path) -> Iterator[dict[str, Any]]
 
     port = free_port()
     serve = _spawn(
-        ["serve", "--no-media", "--redis-url", redis_server.url, "--port", str(port)],
+        ["serve", "--no-media", "--redis-url", redis_server.url, "--port", str(port),
+         "--state-dir", str(tmp_path / "state")],
         tmp_path / "serve.log",
         env,
     )

@@ -180,7 +180,7 @@ async def test_a_broker_refuses_a_redis_that_may_evict(tmp_path: Path) -> None:
         proc = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "backupplus.cli", "serve", "--no-media", "--port", str(free_port()),
-             "--redis-url", server.url],
+             "--redis-url", server.url, "--no-turn"],
             capture_output=True, text=True, timeout=60, env=env, check=False,
         )
         assert proc.returncode == 1, proc.stderr
