@@ -75,6 +75,18 @@ def _child_setup(parent_pid: int) -> Callable[[], None]:
     return setup
 
 
+def stop_child(process: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
+    """SIGTERM to a child server (it writes what it must), SIGKILL after ``grace_s``; reaped either way."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(grace_s)
+
+
 def _resp(*parts: str) -> bytes:
     out = [f"*{len(parts)}\r\n".encode()]
     for part in parts:
@@ -200,13 +212,7 @@ class RedisServer:
         return self.wait_ready(timeout)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_child(self.process)
         self.process = None
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from .redisproc import _child_setup, _exit_text, free_port
+from .redisproc import _child_setup, _exit_text, free_port, stop_child
 
 log = logging.getLogger("backupplus.turnproc")
 
@@ -300,13 +300,7 @@ class TurnServer:
         return self.wait_ready(timeout)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        stop_child(self.process)
         self.process = None
         if self._tmp is not None:
             self._tmp.cleanup()
